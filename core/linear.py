@@ -1,0 +1,73 @@
+"""Linear: an affine map of the last axis."""
+
+import math
+
+import tensorflow as tf
+
+from core import initializers, utils
+from core.module import Module, once
+
+
+class Linear(Module):
+    """`outputs = inputs @ w + b` over the last axis; leading axes are batch axes.
+
+    Args:
+      output_size: size of the output's last axis.
+      with_bias: whether to add the bias `b`.
+      w_init: initializer of `w` [input_size, output_size]. The default is a truncated
+        normal with standard deviation 1/sqrt(input_size), which keeps the output's
+        variance near the input's for zero-centred inputs (Ioffe & Szegedy, 2015,
+        arXiv:1502.03167).
+      b_init: initializer of `b` [output_size]; zeros by default.
+      name: module name.
+    """
+
+    def __init__(
+        self,
+        output_size: int,
+        with_bias: bool = True,
+        w_init: initializers.Initializer | None = None,
+        b_init: initializers.Initializer | None = None,
+        name: str | None = None,
+    ):
+        super().__init__(name=name)
+        if not isinstance(output_size, int) or output_size < 1:
+            raise ValueError(f"{utils.describe(self)}: output_size must be a positive int, got {output_size!r}")
+        if not with_bias and b_init is not None:
+            raise ValueError(f"{utils.describe(self)}: b_init given but with_bias=False")
+        self.output_size = output_size
+        self.with_bias = with_bias
+        self.w_init = w_init
+        self.b_init = b_init
+
+    @once
+    def _initialize(self, inputs: tf.Tensor) -> None:
+        utils.check_min_rank(self, inputs, 2, layout="[batch..., input_size]")
+        utils.check_floating(self, inputs)
+        input_size = inputs.shape[-1]
+        if input_size is None:
+            raise ValueError(f"{utils.describe(self)}: the input size (last axis) must be known, got shape {inputs.shape}")
+        self.input_size = input_size
+        dtype = tf.as_dtype(inputs.dtype)
+        w_init = self.w_init or initializers.TruncatedNormal(stddev=1.0 / math.sqrt(input_size))
+        self.w = tf.Variable(w_init([input_size, self.output_size], dtype), name="w")
+        if self.with_bias:
+            b_init = self.b_init or initializers.Zeros()
+            self.b = tf.Variable(b_init([self.output_size], dtype), name="b")
+
+    def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
+        """Applies the map to `inputs` [batch..., input_size]; returns [batch..., output_size]."""
+        self._initialize(inputs)
+        shape = inputs.shape
+        # One cheap test on the hot path; the detailed checks run only when it fails.
+        if inputs.dtype is not self.w.dtype or len(shape) < 2 or shape[-1] != self.input_size:
+            self._check(inputs)
+        outputs = tf.matmul(inputs, self.w)
+        if self.with_bias:
+            outputs = tf.add(outputs, self.b)
+        return outputs
+
+    def _check(self, inputs: tf.Tensor) -> None:
+        utils.check_dtype(self, inputs, self.w.dtype)
+        utils.check_min_rank(self, inputs, 2, layout="[batch..., input_size]")
+        utils.check_size(self, inputs, -1, self.input_size, meaning="input size")

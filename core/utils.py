@@ -1,0 +1,182 @@
+"""Helpers for module authors and users: input checks, weight porting, seeding.
+
+The check functions give every module the same error style: the module's class and
+name, what was expected, and the shape or dtype that came in.
+"""
+
+import collections
+import random
+from typing import Any, Callable
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "describe",
+    "check_rank",
+    "check_min_rank",
+    "check_size",
+    "check_dtype",
+    "check_floating",
+    "port_variables",
+    "set_seed",
+]
+
+
+def describe(module: tf.Module) -> str:
+    """Returns how errors name a module: its class and its name, `Linear 'encoder'`."""
+    return f"{type(module).__name__} {module.name!r}"
+
+
+def _shape_of(value: Any) -> tf.TensorShape:
+    return tf.TensorShape(getattr(value, "shape", None))
+
+
+def check_rank(module: tf.Module, value: Any, rank: int, what: str = "inputs", layout: str = "") -> None:
+    """Raises ValueError unless `value` has exactly `rank` dimensions.
+
+    `layout` names the axes for the message, "[batch, time, features]" say.
+    """
+    shape = _shape_of(value)
+    if shape.rank is None or shape.rank != rank:
+        hint = f" {layout}" if layout else ""
+        raise ValueError(f"{describe(module)}: expected {what} of rank {rank}{hint}, got shape {shape}")
+
+
+def check_min_rank(
+    module: tf.Module, value: Any, min_rank: int, what: str = "inputs", layout: str = ""
+) -> None:
+    """Raises ValueError unless `value` has at least `min_rank` dimensions."""
+    shape = _shape_of(value)
+    if shape.rank is None or shape.rank < min_rank:
+        hint = f" {layout}" if layout else ""
+        raise ValueError(
+            f"{describe(module)}: expected {what} of rank at least {min_rank}{hint}, got shape {shape}"
+        )
+
+
+def check_size(
+    module: tf.Module,
+    value: Any,
+    axis: int,
+    expected: int,
+    what: str = "inputs",
+    meaning: str = "size",
+) -> None:
+    """Raises ValueError when the static size of `axis` is known and differs from `expected`."""
+    shape = _shape_of(value)
+    size = shape[axis] if shape.rank is not None and -shape.rank <= axis < shape.rank else None
+    if size is not None and size != expected:
+        raise ValueError(
+            f"{describe(module)}: expected {what} with {meaning} {expected} on axis {axis}, "
+            f"got shape {shape}"
+        )
+
+
+def check_dtype(module: tf.Module, value: Any, dtype: tf.DType, what: str = "inputs") -> None:
+    """Raises TypeError when `value`'s dtype differs from the module's `dtype`."""
+    got = tf.as_dtype(value.dtype)
+    if got != dtype:
+        raise TypeError(
+            f"{describe(module)}: {what} have dtype {got.name}, but the module works in "
+            f"{tf.as_dtype(dtype).name} (its parameters were made from the first input); "
+            "cast the inputs or make a new module"
+        )
+
+
+def check_floating(module: tf.Module, value: Any, what: str = "inputs") -> None:
+    """Raises TypeError unless `value` has a floating-point dtype."""
+    got = tf.as_dtype(value.dtype)
+    if not got.is_floating:
+        raise TypeError(f"{describe(module)}: {what} must be floating point, got dtype {got.name}")
+
+
+def _relative_names(module: tf.Module) -> list[tuple[str, tf.Variable]]:
+    """Each variable of `module` with its name below the module's own name scope."""
+    prefix = module.name_scope.name
+    out = []
+    for v in module.variables:
+        name = v.name.split(":")[0]
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+        elif f"{module.name}/" in name:
+            # Created under a uniquified scope ("linear_1/w"): cut at the module's own name.
+            name = name.split(f"{module.name}/", 1)[1]
+        out.append((name, v))
+    return out
+
+
+def port_variables(
+    src: tf.Module,
+    dst: tf.Module,
+    name_map: Callable[[str], str] | None = None,
+) -> list[tuple[str, str]]:
+    """Copies the values of `src`'s variables into `dst`'s, matched by name.
+
+    Names are compared below each module's own scope, so `mlp/linear_0/w` of one
+    matches `net/linear_0/w` of the other when `src` is named "mlp" and `dst` "net". Both
+    modules must already have their variables (call each once). Variables that share a
+    name (two unnamed submodules built in eager mode, say) are matched in the order the
+    modules list them. Works in either direction between this library and any
+    `tf.Module` with the same naming, such as dm-sonnet 2.
+
+    Args:
+      src: the module to copy from.
+      dst: the module to copy into.
+      name_map: optional function from a `src` relative name to the `dst` one.
+
+    Returns:
+      The (src name, dst name) pairs copied, in `dst`'s variable order.
+
+    Raises:
+      ValueError: when a name has no partner, or two partners differ in shape.
+      TypeError: when two partners differ in dtype.
+    """
+    src_by_name: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+    for name, v in _relative_names(src):
+        src_by_name[name_map(name) if name_map else name].append((name, v))
+    dst_vars = _relative_names(dst)
+    missing = [name for name, _ in dst_vars if not src_by_name.get(name)]
+    dst_count = collections.Counter(name for name, _ in dst_vars)
+    extra = [n for n, q in src_by_name.items() if len(q) > dst_count.get(n, 0)]
+    if missing or extra:
+        raise ValueError(
+            f"port_variables({src.name!r} -> {dst.name!r}): names do not match; "
+            f"only in the destination: {sorted(missing)}; only in the source: {sorted(extra)}"
+        )
+    pairs = []
+    for name, dst_var in dst_vars:
+        src_name, src_var = src_by_name[name].popleft()
+        if src_var.shape != dst_var.shape:
+            raise ValueError(
+                f"port_variables: {src_name!r} has shape {src_var.shape} in the source but "
+                f"{dst_var.shape} in the destination"
+            )
+        if src_var.dtype != dst_var.dtype:
+            raise TypeError(
+                f"port_variables: {src_name!r} has dtype {src_var.dtype.name} in the source but "
+                f"{dst_var.dtype.name} in the destination"
+            )
+        dst_var.assign(src_var.read_value())
+        pairs.append((src_name, name))
+    return pairs
+
+
+def set_seed(seed: int) -> None:
+    """Makes a run reproducible from one integer: the project's seeding policy.
+
+    Seeds Python's `random`, NumPy's global generator and TensorFlow's global seed (which
+    fixes initializers and other op-seeded random ops), and replaces TensorFlow's global
+    `tf.random.Generator` with one made from `seed`. Modules that draw random numbers
+    during training (`Dropout`) take their own generator from that global one when
+    they are built, and keep it as a variable, so its state is saved in checkpoints and a
+    resumed run continues the same random stream. Call it once, at the start of a
+    program, before building modules.
+    """
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"set_seed takes an integer, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    tf.random.set_seed(seed)
+    tf.random.set_global_generator(tf.random.Generator.from_seed(seed))
+

@@ -1,0 +1,48 @@
+"""Linear: maths, parity with Sonnet, errors."""
+
+import numpy as np
+import pytest
+import sonnet as snt
+import tensorflow as tf
+
+import core
+from tests.core.parity import assert_parity
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 5)])
+def test_matches_sonnet(with_bias, shape, rng):
+    x = rng.normal(size=shape).astype(np.float32)
+    assert_parity(core.Linear(4, with_bias=with_bias), snt.Linear(4, with_bias=with_bias), [x])
+
+
+def test_computes_affine_map(rng):
+    x = rng.normal(size=(3, 5))
+    lin = core.Linear(2, w_init=core.initializers.Constant(0.5), b_init=core.initializers.Constant(-1.0))
+    np.testing.assert_allclose(lin(tf.constant(x)).numpy(), x @ np.full((5, 2), 0.5) - 1.0, rtol=1e-12)
+    assert lin.w.dtype == tf.float64  # parameters follow the input dtype
+
+
+def test_default_init_scale(rng):
+    lin = core.Linear(2000)
+    lin(tf.zeros([1, 400]))
+    # TruncatedNormal(stddev=1/sqrt(400)) has standard deviation 0.05 * 0.8796.
+    assert lin.w.numpy().std() == pytest.approx(0.05 * 0.87962566, rel=0.01)
+    assert np.all(lin.b.numpy() == 0)
+
+
+def test_bad_inputs():
+    lin = core.Linear(3, name="proj")
+    with pytest.raises(ValueError, match=r"Linear 'proj': expected inputs of rank at least 2 .* got shape \(4,\)"):
+        lin(tf.ones([4]))
+    lin(tf.ones([2, 4]))
+    with pytest.raises(ValueError, match=r"Linear 'proj': expected inputs with input size 4 on axis -1, got shape \(2, 5\)"):
+        lin(tf.ones([2, 5]))
+    with pytest.raises(TypeError, match=r"Linear 'proj': inputs have dtype float64, but the module works in float32"):
+        lin(tf.ones([2, 4], tf.float64))
+    with pytest.raises(ValueError, match="output_size must be a positive int"):
+        core.Linear(0)
+    with pytest.raises(ValueError, match="b_init given but with_bias=False"):
+        core.Linear(2, with_bias=False, b_init=core.initializers.Zeros())
+    with pytest.raises(TypeError, match=r"Linear 'linear': inputs must be floating point, got dtype int32"):
+        core.Linear(2)(tf.ones([2, 2], tf.int32))

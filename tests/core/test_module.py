@@ -1,0 +1,150 @@
+"""Module: name scopes, once, no_name_scope, repr, construction errors."""
+
+import copy
+
+import pytest
+import tensorflow as tf
+
+import core
+
+
+class Encoder(core.Module):
+    """Two forward methods sharing one lazily created variable."""
+
+    def __init__(self, size, scale=1.0, name=None):
+        super().__init__(name=name)
+        self.size = size
+        self.scale = scale
+        self.proj = core.Linear(size, name="proj")  # built in the constructor's scope
+
+    @core.once
+    def _initialize(self, x):
+        self.w = tf.Variable(tf.ones([x.shape[-1]]), name="w")
+
+    def encode(self, x):
+        self._initialize(x)
+        return self.proj(x * self.w)
+
+    def decode(self, z):
+        return tf.matmul(z, self.proj.w, transpose_b=True) / self.w
+
+    @property
+    def scope_seen(self):
+        return tf.Variable(0.0, name="from_property").name
+
+    @core.no_name_scope
+    def unscoped(self):
+        return tf.Variable(0.0, name="free").name
+
+
+def test_methods_run_in_module_scope():
+    enc = Encoder(3, name="enc")
+    enc.decode(enc.encode(tf.ones([2, 4])))
+    assert sorted(v.name for v in enc.variables) == ["enc/proj/b:0", "enc/proj/w:0", "enc/w:0"]
+    assert enc.scope_seen == "enc/from_property:0"
+    assert enc.unscoped() == "free:0"
+
+
+def test_scopes_nest_and_are_legible_in_graphs():
+    class Outer(core.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = Encoder(2)
+
+        def __call__(self, x):
+            return self.inner.encode(x)
+
+    outer = Outer()
+    tf.function(outer)(tf.ones([1, 3]))
+    assert sorted(v.name for v in outer.variables) == [
+        "outer/encoder/proj/b:0", "outer/encoder/proj/w:0", "outer/encoder/w:0"]
+
+
+def test_once_runs_once_per_instance_and_retries_after_error():
+    calls = []
+
+    class Lazy(core.Module):
+        @core.once
+        def build(self, fail):
+            calls.append(self)
+            if fail:
+                raise RuntimeError("boom")
+
+    a, b = Lazy(), Lazy()
+    with pytest.raises(RuntimeError):
+        a.build(True)
+    a.build(False)
+    a.build(False)
+    b.build(False)
+    assert calls == [a, a, b]
+
+
+def test_once_on_function_and_return_value_rejected():
+    seen = []
+
+    @core.once
+    def f():
+        seen.append(1)
+
+    f()
+    f()
+    assert seen == [1]
+
+    @core.once
+    def g():
+        return 3
+
+    with pytest.raises(TypeError, match="must return None"):
+        g()
+
+
+def test_deepcopy_keeps_built_state():
+    enc = Encoder(3)
+    enc.encode(tf.ones([2, 4]))
+    clone = copy.deepcopy(enc)
+    n = len(clone.variables)
+    clone.encode(tf.ones([2, 4]))
+    assert len(clone.variables) == n  # not rebuilt
+
+
+def test_repr_shows_non_default_arguments():
+    assert repr(Encoder(3)) == "Encoder(size=3)"
+    assert repr(Encoder(3, scale=2.0, name="e")) == "Encoder(size=3, scale=2.0, name='e')"
+    assert repr(core.Linear(4, with_bias=False)) == "Linear(output_size=4, with_bias=False)"
+
+
+def test_missing_super_constructor_is_reported():
+    class NoSuper(core.Module):
+        def __init__(self):
+            pass
+
+    with pytest.raises(TypeError, match=r"NoSuper.__init__ did not call the base constructor"):
+        NoSuper()
+
+    class EarlyCall(core.Module):
+        def __init__(self):
+            self.helper()
+            super().__init__()
+
+        def helper(self):
+            pass
+
+    with pytest.raises(AttributeError, match="call super"):
+        EarlyCall()
+
+
+def test_invalid_name():
+    with pytest.raises(ValueError, match="not a valid module name"):
+        core.Linear(2, name="has space")
+
+
+def test_constructor_scope_closes_on_error():
+    class Broken(core.Module):
+        def __init__(self):
+            super().__init__(name="broken")
+            raise ValueError("bad config")
+
+    with pytest.raises(ValueError, match="bad config"):
+        Broken()
+    # The failed constructor left no scope open behind it.
+    assert tf.Variable(0.0, name="after").name == "after:0"
