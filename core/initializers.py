@@ -178,12 +178,12 @@ class VarianceScaling(Initializer):
     """Variance `scale / n`, where `n` is the fan in, the fan out or their average.
 
     `distribution` is "truncated_normal" (the spread is corrected for the truncation),
-    "untruncated_normal" or "uniform". With scale=2 and fan_in it is He et al. (2015);
+    "normal" (also spelled "untruncated_normal") or "uniform". With scale=2 and fan_in it is He et al. (2015);
     with scale=1 and fan_avg, Glorot & Bengio (2010).
     """
 
     _MODES = ("fan_in", "fan_out", "fan_avg")
-    _DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
+    _DISTRIBUTIONS = ("truncated_normal", "normal", "untruncated_normal", "uniform")
 
     def __init__(
         self,
@@ -194,6 +194,7 @@ class VarianceScaling(Initializer):
     ):
         if scale <= 0:
             raise ValueError(f"VarianceScaling needs scale > 0, got {scale}")
+        distribution = distribution.lower()
         if mode not in self._MODES:
             raise ValueError(f"VarianceScaling mode must be one of {self._MODES}, got {mode!r}")
         if distribution not in self._DISTRIBUTIONS:
@@ -215,7 +216,7 @@ class VarianceScaling(Initializer):
         if self.distribution == "truncated_normal":
             stddev = math.sqrt(variance) / _TRUNCATED_NORMAL_STDDEV
             return tf.random.truncated_normal(dims, 0.0, stddev, dtype, seed=self.seed)
-        if self.distribution == "untruncated_normal":
+        if self.distribution in ("normal", "untruncated_normal"):
             return tf.random.normal(dims, 0.0, math.sqrt(variance), dtype, seed=self.seed)
         limit = math.sqrt(3.0 * variance)  # a uniform on [-a, a] has variance a^2 / 3
         return tf.random.uniform(dims, -limit, limit, dtype, seed=self.seed)
