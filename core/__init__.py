@@ -13,10 +13,36 @@ from core.module import Module, no_name_scope, once
 from core.linear import Linear
 
 # --- conv, conv_transpose, embed, dropout, sequential, batch_apply, nets ------------
+from core import nets
+from core.batch_apply import BatchApply, Flatten, Reshape
+from core.conv import Conv1D, Conv2D, Conv3D
+from core.conv_transpose import Conv1DTranspose, Conv2DTranspose, Conv3DTranspose
+from core.dropout import Dropout
+from core.embed import Embed
+from core.sequential import Sequential
+
 # --- batch_norm, moving_averages -----------------------------------------------------
+from core.batch_norm import BatchNorm, CrossReplicaBatchNorm
+from core.moving_averages import ExponentialMovingAverage
 # --- layer_norm, attention, spectral_norm --------------------------------------------
+from core.attention import MultiHeadAttention
+from core.layer_norm import GroupNorm, LayerNorm
+from core.spectral_norm import SpectralNorm
 # --- recurrent ---------------------------------------------------------------------
+from core.recurrent import (
+    GRU,
+    LSTM,
+    Conv2DLSTM,
+    DeepRNN,
+    LSTMState,
+    RNNCore,
+    deep_rnn_with_residual_connections,
+    deep_rnn_with_skip_connections,
+    dynamic_unroll,
+    static_unroll,
+)
 # --- optimizers --------------------------------------------------------------------
+from core import optimizers
 
 __all__ = [
     # base, helpers
@@ -29,8 +55,39 @@ __all__ = [
     # linear
     "Linear",
     # conv, conv_transpose, embed, dropout, sequential, batch_apply, nets
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "Conv1DTranspose",
+    "Conv2DTranspose",
+    "Conv3DTranspose",
+    "Embed",
+    "Dropout",
+    "Sequential",
+    "BatchApply",
+    "Reshape",
+    "Flatten",
+    "nets",
     # batch_norm, moving_averages
+    "BatchNorm",
+    "CrossReplicaBatchNorm",
+    "ExponentialMovingAverage",
     # layer_norm, attention, spectral_norm
+    "LayerNorm",
+    "GroupNorm",
+    "MultiHeadAttention",
+    "SpectralNorm",
     # recurrent
+    "RNNCore",
+    "LSTMState",
+    "LSTM",
+    "GRU",
+    "Conv2DLSTM",
+    "DeepRNN",
+    "deep_rnn_with_skip_connections",
+    "deep_rnn_with_residual_connections",
+    "dynamic_unroll",
+    "static_unroll",
     # optimizers
+    "optimizers",
 ]

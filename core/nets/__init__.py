@@ -1,0 +1,5 @@
+"""Ready-made networks built from core modules."""
+
+from core.nets.mlp import MLP
+
+__all__ = ["MLP"]

@@ -53,7 +53,8 @@ def assert_parity(
     inputs = [tf.convert_to_tensor(x) for x in inputs]
     call_theirs(theirs, *inputs)
     call_ours(ours, *inputs)
-    if theirs.variables or ours.variables:
+    # `tf.Module.variables` directly: Sonnet's own property raises for stateless modules.
+    if tf.Module.variables.fget(theirs) or ours.variables:
         core.utils.port_variables(theirs, ours)
     their_out, their_grads = outputs_and_input_grads(lambda *x: call_theirs(theirs, *x), inputs)
     our_out, our_grads = outputs_and_input_grads(lambda *x: call_ours(ours, *x), inputs)

@@ -1,0 +1,389 @@
+"""BatchNorm and CrossReplicaBatchNorm: normalise each channel by batch statistics.
+
+Batch normalisation (Ioffe & Szegedy, 2015, arXiv:1502.03167) in training normalises
+with the mean and variance of the batch and folds them into moving averages, which
+inference then normalises with.
+
+How each kind of state stays in sync across replicas (policy table in core/distribute.py):
+
+- `scale`, `offset` (trainable): not written by the module. The training step all-reduces
+  their gradients, so every replica applies the same update.
+- moving mean and variance (the `hidden` and `average` of the two
+  `ExponentialMovingAverage` submodules): "mean" policy, so the replicas' writes are
+  averaged. Under `BatchNorm` each replica writes from its own batch, so the moving mean
+  follows the mean over replicas of their batch means and the moving variance the mean of
+  their batch variances. The latter leaves out the spread between the replicas' means:
+  it is the variance of the whole batch only when every replica sees the same
+  distribution. Under `CrossReplicaBatchNorm` every replica writes the same statistics
+  of the whole batch; averaging them keeps them exact.
+- the averages' update counters (int64): "first" policy; every replica counts alike.
+"""
+
+import re
+
+import tensorflow as tf
+
+from core import initializers, utils
+from core.module import Module, once
+from core.moving_averages import ExponentialMovingAverage
+
+_LOW_PRECISION = (tf.float16, tf.bfloat16)
+
+
+def _channel_index(data_format: str) -> int | None:
+    """1 for channels-first formats, -1 for channels-last ones, None if unknown."""
+    if data_format == "channels_first" or re.fullmatch(r"NC[^C]*", data_format):
+        return 1
+    if data_format == "channels_last" or re.fullmatch(r"N[^C]*C|(BT|TB)[^D]*D", data_format):
+        return -1
+    return None
+
+
+def _flag(module: Module, value, what: str):
+    """A Python bool for Python and eager values; the tensor itself inside a graph."""
+    if value is None:
+        raise TypeError(f"{utils.describe(module)}: {what} must be a bool or a boolean scalar tensor, got None")
+    if tf.is_tensor(value):
+        if value.dtype != tf.bool or value.shape.rank not in (None, 0):
+            raise TypeError(
+                f"{utils.describe(module)}: {what} must be a boolean scalar, got dtype {value.dtype.name} "
+                f"and shape {value.shape}"
+            )
+        return bool(value) if tf.executing_eagerly() else value
+    return bool(value)
+
+
+class BatchNorm(Module):
+    """Normalises each channel by the batch's statistics in training, moving averages otherwise.
+
+    `outputs = (inputs - mean) / sqrt(variance + eps) * scale + offset`, where the mean
+    and variance are taken per channel over every other axis. In training
+    (`is_training=True`) they come from the batch and then update the moving averages
+    (`moving_mean`, `moving_variance`, debiased `ExponentialMovingAverage`s); in
+    inference they are the moving averages, or the batch's with `test_local_stats=True`.
+
+    The same variables, shapes and numerics as Sonnet 2's `BatchNorm`, including one
+    quirk: for inputs of rank 4 with channels last, the moving variance tracks the
+    unbiased batch variance (times n / (n - 1), n the elements per channel), as in
+    Ioffe & Szegedy's inference rule and as TensorFlow's fused batch-norm kernel (which
+    Sonnet uses there) reports it; for every other layout it tracks the biased one.
+    Normalisation itself always uses the biased batch variance.
+
+    Scale and offset are used in one of three ways: learnt (`create_scale=True`), absent
+    (`create_scale=False`, nothing passed; the variable `scale` still exists, fixed at
+    one, as in Sonnet), or given at call time (`create_scale=False`, `scale=...`, for
+    conditional normalisation; any shape that broadcasts against the inputs).
+
+    Args:
+      create_scale: whether to learn a per-channel `scale`.
+      create_offset: whether to learn a per-channel `offset`.
+      decay_rate: decay of the moving averages, in [0, 1).
+      eps: added to the variance before the square root, for stability.
+      scale_init: initializer of `scale`; ones by default, so the layer starts as pure
+        normalisation. Only with `create_scale=True`.
+      offset_init: initializer of `offset`; zeros by default. Only with `create_offset=True`.
+      data_format: where the channels are: "channels_last" (default), "channels_first",
+        or a layout string such as "NHWC", "NCHW", "NC", "BTD".
+      name: module name.
+
+    Raises:
+      ValueError: for an initializer without the matching `create_*`, an unknown
+        `data_format`, a `decay_rate` outside [0, 1) or a non-positive `eps`.
+    """
+
+    def __init__(
+        self,
+        create_scale: bool,
+        create_offset: bool,
+        decay_rate: float = 0.999,
+        eps: float = 1e-5,
+        scale_init: initializers.Initializer | None = None,
+        offset_init: initializers.Initializer | None = None,
+        data_format: str = "channels_last",
+        name: str | None = None,
+    ):
+        super().__init__(name=name)
+        who = utils.describe(self)
+        if not create_scale and scale_init is not None:
+            raise ValueError(f"{who}: scale_init given but create_scale=False")
+        if not create_offset and offset_init is not None:
+            raise ValueError(f"{who}: offset_init given but create_offset=False")
+        if not isinstance(data_format, str) or _channel_index(data_format) is None:
+            raise ValueError(
+                f"{who}: unknown data_format {data_format!r}; use 'channels_last', 'channels_first' or a "
+                "layout such as 'NHWC', 'NCHW' or 'BTD'"
+            )
+        if not isinstance(decay_rate, (int, float)) or not 0.0 <= decay_rate < 1.0:
+            raise ValueError(f"{who}: decay_rate must be in [0, 1), got {decay_rate!r}")
+        if not isinstance(eps, (int, float)) or eps <= 0:
+            raise ValueError(f"{who}: eps must be a positive number, got {eps!r}")
+        self.create_scale = bool(create_scale)
+        self.create_offset = bool(create_offset)
+        self.decay_rate = decay_rate
+        self.eps = eps
+        self.data_format = data_format
+        self.channel_index = _channel_index(data_format)
+        self.scale_init = scale_init or initializers.Ones()
+        self.offset_init = offset_init or initializers.Zeros()
+        self.moving_mean = ExponentialMovingAverage(decay_rate, name="moving_mean")
+        self.moving_variance = ExponentialMovingAverage(decay_rate, name="moving_variance")
+
+    @once
+    def _initialize(self, inputs: tf.Tensor) -> None:
+        utils.check_min_rank(self, inputs, 2, layout="[batch, ..., channels] or [batch, channels, ...]")
+        utils.check_floating(self, inputs)
+        shape = inputs.shape
+        rank = shape.rank
+        axis = self.channel_index % rank
+        channels = shape[axis]
+        if channels is None:
+            raise ValueError(
+                f"{utils.describe(self)}: the channel count (axis {self.channel_index}) must be known, "
+                f"got shape {shape}"
+            )
+        dtype = tf.as_dtype(inputs.dtype)
+        self._dtype = dtype
+        self._rank = rank
+        self._channels = channels
+        self._reduce_axes = [i for i in range(rank) if i != axis]
+        self._stat_shape = [channels if i == axis else 1 for i in range(rank)]
+        # Where Sonnet runs TensorFlow's fused kernel; it reports the unbiased variance.
+        self._unbiased_moving_variance = rank == 4 and self.channel_index == -1
+        # The fused kernel takes float32 parameters; other dtypes take the general path.
+        self._fused = self._unbiased_moving_variance and dtype == tf.float32
+        zeros = tf.zeros(self._stat_shape, dtype)
+        self.moving_mean.initialize(zeros)
+        self.moving_variance.initialize(zeros)
+        param_shape = [channels] if self.channel_index == -1 else [channels] + [1] * (rank - 2)
+        self.scale = tf.Variable(self.scale_init(param_shape, dtype), name="scale", trainable=self.create_scale)
+        self.offset = tf.Variable(self.offset_init(param_shape, dtype), name="offset", trainable=self.create_offset)
+
+    def __call__(
+        self,
+        inputs: tf.Tensor,
+        is_training: bool | tf.Tensor,
+        test_local_stats: bool | tf.Tensor = False,
+        scale: tf.Tensor | None = None,
+        offset: tf.Tensor | None = None,
+    ) -> tf.Tensor:
+        """Normalises `inputs`.
+
+        Args:
+          inputs: [batch, ..., channels] (or channels first, per `data_format`); the same
+            rank, channel count and dtype at every call.
+          is_training: whether to normalise with the batch's statistics and update the
+            moving averages. A Python bool, or a boolean scalar tensor (then both
+            statistics are computed and one is selected without control flow, so the
+            call also works in replica contexts).
+          test_local_stats: when not training, normalise with the batch's statistics
+            instead of the moving averages (which then stay as they are).
+          scale: a scale to apply, when `create_scale=False`; broadcast to the inputs.
+          offset: an offset to add, when `create_offset=False`; broadcast to the inputs.
+
+        Returns:
+          The normalised inputs, with their shape and dtype.
+
+        Raises:
+          ValueError: for inputs of another rank or channel count than the first, or
+            `scale`/`offset` given while the module learns its own.
+          TypeError: for inputs of another dtype than the first, or flags that are not
+            booleans.
+        """
+        if scale is not None and self.create_scale:
+            raise ValueError(
+                f"{utils.describe(self)}: scale passed at call time, but the module learns its own (create_scale=True)"
+            )
+        if offset is not None and self.create_offset:
+            raise ValueError(
+                f"{utils.describe(self)}: offset passed at call time, but the module learns its own (create_offset=True)"
+            )
+        if not isinstance(inputs, tf.Tensor):
+            inputs = tf.convert_to_tensor(inputs)
+        self._initialize(inputs)
+        shape = inputs.shape
+        # One cheap test on the hot path; the detailed checks run only when it fails.
+        if inputs.dtype is not self._dtype or shape.rank != self._rank or shape[self.channel_index] != self._channels:
+            self._check(inputs)
+        own_params = scale is None and offset is None
+        if self.create_scale:
+            scale = self.scale
+        if self.create_offset:
+            offset = self.offset
+        if type(is_training) is not bool or type(test_local_stats) is not bool:
+            is_training = _flag(self, is_training, "is_training")
+            test_local_stats = _flag(self, test_local_stats, "test_local_stats")
+            if tf.is_tensor(is_training) or tf.is_tensor(test_local_stats):
+                return self._normalize_selected(inputs, is_training, test_local_stats, scale, offset)
+
+        if is_training or test_local_stats:
+            if self._fused and own_params and self._may_fuse():
+                outputs, mean, variance = self._fused_normalize(inputs, None, None)
+            else:
+                mean, variance, count = self._moments(inputs)
+                outputs = self._normalize(inputs, mean, variance, scale, offset)
+                if is_training and self._unbiased_moving_variance:
+                    variance = variance * self._bessel(count, variance.dtype)
+            if is_training:
+                self.moving_mean._step(mean)
+                self.moving_variance._step(variance)
+            return outputs
+        if self._fused and own_params:
+            return self._fused_normalize(inputs, self.moving_mean.average, self.moving_variance.average)[0]
+        return self._normalize(inputs, self.moving_mean.average, self.moving_variance.average, scale, offset)
+
+    def _check(self, inputs: tf.Tensor) -> None:
+        utils.check_dtype(self, inputs, self._dtype)
+        utils.check_rank(self, inputs, self._rank)
+        utils.check_size(self, inputs, self.channel_index, self._channels, meaning="channel count")
+
+    def _may_fuse(self) -> bool:
+        """Whether the batch statistics may come from the local batch alone."""
+        return True
+
+    def _moments(self, inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | int]:
+        """Per-channel mean and (biased) variance of `inputs`, and the element count.
+
+        Two passes (mean, then the mean squared deviation from it), which stay accurate
+        when the mean is large against the spread.
+        """
+        mean, variance = tf.nn.moments(inputs, self._reduce_axes, keepdims=True)
+        count = 1
+        for i in self._reduce_axes:
+            count = None if count is None or inputs.shape[i] is None else count * inputs.shape[i]
+        if count is None:
+            count = tf.size(inputs) // self._channels
+        return mean, variance, count
+
+    @staticmethod
+    def _bessel(count: tf.Tensor | int, dtype: tf.DType) -> tf.Tensor | float:
+        """n / (n - 1), or 1 for n = 1, as the fused kernel has it."""
+        if isinstance(count, int):
+            return count / (count - 1) if count > 1 else 1.0
+        count = tf.cast(count, dtype)
+        return count / tf.maximum(count - 1, 1)
+
+    def _normalize(self, inputs, mean, variance, scale, offset) -> tf.Tensor:
+        # (x - mean) * inv rather than x * inv - mean * inv: the subtraction of two nearby
+        # numbers is then exact, which matters when the mean is large against the spread.
+        inv = tf.math.rsqrt(variance + self.eps)
+        if scale is not None:
+            inv = inv * scale
+        outputs = (inputs - mean) * inv
+        if offset is not None:
+            outputs = outputs + offset
+        return outputs
+
+    def _fused_normalize(self, inputs, mean, variance):
+        """TensorFlow's fused kernel (NHWC, float32), as Sonnet uses; batch statistics if `mean` is None.
+
+        Returns the outputs and, for batch statistics, the batch mean and the unbiased
+        batch variance in the moving averages' shape.
+        """
+        training = mean is None
+        if training:
+            mean = variance = tf.constant([], tf.float32)
+        else:
+            mean = tf.reshape(mean, [self._channels])
+            variance = tf.reshape(variance, [self._channels])
+        outputs, batch_mean, batch_variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs,
+            scale=self.scale,
+            offset=self.offset,
+            mean=mean,
+            variance=variance,
+            epsilon=self.eps,
+            exponential_avg_factor=1.0,
+            data_format="NHWC",
+            is_training=training,
+        )
+        if not training:
+            return outputs, None, None
+        return outputs, tf.reshape(batch_mean, self._stat_shape), tf.reshape(batch_variance, self._stat_shape)
+
+    def _normalize_selected(self, inputs, is_training, test_local_stats, scale, offset) -> tf.Tensor:
+        """The call with tensor flags: both statistics, selected with `tf.where`."""
+        is_training = tf.convert_to_tensor(is_training, tf.bool)
+        use_batch = tf.logical_or(is_training, tf.convert_to_tensor(test_local_stats, tf.bool))
+        batch_mean, batch_variance, count = self._moments(inputs)
+        mean = tf.where(use_batch, batch_mean, self.moving_mean.average)
+        variance = tf.where(use_batch, batch_variance, self.moving_variance.average)
+        outputs = self._normalize(inputs, mean, variance, scale, offset)
+        if self._unbiased_moving_variance:
+            batch_variance = batch_variance * self._bessel(count, batch_variance.dtype)
+        self.moving_mean._step(batch_mean, enabled=is_training)
+        self.moving_variance._step(batch_variance, enabled=is_training)
+        return outputs
+
+
+class CrossReplicaBatchNorm(BatchNorm):
+    """Batch normalisation with the statistics of the whole batch across replicas.
+
+    Takes the same arguments as `BatchNorm` and equals it with one replica (the default
+    strategy, `OneDeviceStrategy`). Called inside `strategy.run` of a multi-replica
+    strategy (`MirroredStrategy`, `MultiWorkerMirroredStrategy`; `TPUStrategy` by
+    design, untested here), it normalises every replica's batch with the mean and
+    variance of all replicas' batches together, weighting each replica by its element
+    count, so uneven per-replica batches give exactly the statistics of their
+    concatenation. Gradients flow through the
+    shared statistics: a replica's gradient is that of the sum of every replica's loss,
+    as for batch norm of the concatenated batch.
+
+    The statistics are computed in two collectives, a parallel form of the two-pass
+    algorithm:
+
+    1. all-reduce (sum) each replica's per-channel sums and its element count -> the
+       global mean;
+    2. all-reduce (sum) each replica's per-channel sum of squared deviations from that
+       global mean -> the global variance.
+
+    The one-collective shortcut var = E[x^2] - E[x]^2 loses everything to cancellation
+    when the mean is large against the spread: for float32 data with mean 1e4 and unit
+    variance both terms are about 1e8, which float32 resolves only to steps of 8, so
+    the variance of 1 is lost. Chan, Golub & LeVeque's pairwise combination (1979) is
+    stable with one collective, but it gathers every replica's count, mean and sum of
+    squared deviations (an all-gather, growing with the replica count) instead of
+    summing them.
+
+    The cost chosen here: two all-reduces of C + 1 and C numbers per call (and two more
+    in the backward pass), instead of one, so twice the latency of the shortcut, with
+    negligible bandwidth next to the activations, and a second read of the local
+    activations. With one replica no collective runs.
+
+    In inference with the moving averages no collective runs either, and the module
+    also works in the cross-replica context; batch statistics need a replica context.
+    With tensor flags (see `BatchNorm.__call__`) the batch statistics, and so the
+    collectives, are computed at every call.
+
+    Args: as `BatchNorm`.
+    """
+
+    def _may_fuse(self) -> bool:
+        return self._replica_context().num_replicas_in_sync == 1
+
+    def _replica_context(self) -> tf.distribute.ReplicaContext:
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None:
+            raise RuntimeError(
+                f"{utils.describe(self)}: batch statistics need a replica context; call the module inside "
+                "strategy.run, not in the cross-replica context"
+            )
+        return ctx
+
+    def _moments(self, inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | int]:
+        ctx = self._replica_context()
+        if ctx.num_replicas_in_sync == 1:
+            return super()._moments(inputs)
+        x = tf.cast(inputs, tf.float32) if inputs.dtype in _LOW_PRECISION else inputs
+        local_count = tf.cast(tf.size(x) // self._channels, x.dtype)
+        local_sum = tf.reshape(tf.reduce_sum(x, self._reduce_axes), [self._channels])
+        sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat([local_sum, local_count[None]], 0))
+        count = sums[-1]
+        mean = tf.reshape(sums[:-1] / count, self._stat_shape)
+        # The derivative of the variance through the mean is zero (deviations sum to
+        # zero), so stopping it there is exact and saves rounding noise.
+        deviations = tf.math.squared_difference(x, tf.stop_gradient(mean))
+        local_m2 = tf.reduce_sum(deviations, self._reduce_axes, keepdims=True)
+        variance = ctx.all_reduce(tf.distribute.ReduceOp.SUM, local_m2) / count
+        if x.dtype != inputs.dtype:
+            mean, variance = tf.cast(mean, inputs.dtype), tf.cast(variance, inputs.dtype)
+        return mean, variance, count

@@ -1,0 +1,277 @@
+"""Convolutions over one, two or three spatial axes: Conv1D, Conv2D, Conv3D."""
+
+import math
+import numbers
+from typing import Callable, Sequence
+
+import tensorflow as tf
+
+from core import initializers, utils
+from core.module import Module, once
+
+IntOrSeq = int | Sequence[int]
+PadFn = Callable[[int], Sequence[int]]
+
+# The two layouts each rank supports: channels last (the default) and channels first.
+DATA_FORMATS = {1: ("NWC", "NCW"), 2: ("NHWC", "NCHW"), 3: ("NDHWC", "NCDHW")}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def per_axis(module: Module, value: IntOrSeq, n: int, what: str) -> tuple[int, ...]:
+    """`value` for each of `n` spatial axes: an int, or a sequence of length 1 or `n`, all >= 1."""
+    values = (value,) if _is_int(value) else tuple(value) if isinstance(value, Sequence) else ()
+    if len(values) == 1:
+        values = values * n
+    if len(values) != n or not all(_is_int(v) and v >= 1 for v in values):
+        raise ValueError(
+            f"{utils.describe(module)}: {what} must be a positive int or a sequence of 1 or {n} "
+            f"positive ints, got {value!r}"
+        )
+    return tuple(int(v) for v in values)
+
+
+def channel_axis(module: Module, data_format: str, n: int) -> int:
+    """The channel axis of `data_format` (1 or -1), after checking it suits `n` spatial axes."""
+    formats = DATA_FORMATS[n]
+    if data_format not in formats:
+        raise ValueError(f"{utils.describe(module)}: data_format must be one of {formats}, got {data_format!r}")
+    return -1 if data_format == formats[0] else 1
+
+
+def default_w_init(fan_in: int) -> initializers.Initializer:
+    """Truncated normal with stddev 1/sqrt(fan_in): keeps the output variance near the input's
+    for zero-centred inputs (Ioffe & Szegedy, 2015, arXiv:1502.03167), as Sonnet does."""
+    return initializers.TruncatedNormal(stddev=1.0 / math.sqrt(fan_in))
+
+
+class _ConvND(Module):
+    """Shared body of Conv1D/2D/3D; subclasses fix the number of spatial axes."""
+
+    NUM_SPATIAL: int = 0  # set by subclasses
+
+    def __init__(
+        self,
+        output_channels: int,
+        kernel_shape: IntOrSeq,
+        stride: IntOrSeq,
+        rate: IntOrSeq,
+        padding: str | PadFn | Sequence[PadFn],
+        with_bias: bool,
+        w_init: initializers.Initializer | None,
+        b_init: initializers.Initializer | None,
+        data_format: str,
+        name: str | None,
+    ):
+        super().__init__(name=name)
+        n = self.NUM_SPATIAL
+        if not isinstance(output_channels, int) or isinstance(output_channels, bool) or output_channels < 1:
+            raise ValueError(f"{utils.describe(self)}: output_channels must be a positive int, got {output_channels!r}")
+        self.output_channels = output_channels
+        self.kernel_shape = per_axis(self, kernel_shape, n, "kernel_shape")
+        self.stride = per_axis(self, stride, n, "stride")
+        self.rate = per_axis(self, rate, n, "rate")
+        if max(self.stride) > 1 and max(self.rate) > 1:
+            raise ValueError(
+                f"{utils.describe(self)}: TensorFlow cannot combine stride > 1 with rate > 1, "
+                f"got stride={stride!r} and rate={rate!r}"
+            )
+        self._channel_axis = channel_axis(self, data_format, n)
+        self.data_format = data_format
+        self.padding = padding
+        self._tf_padding, self._pad_fns = self._parse_padding(padding)
+        if not with_bias and b_init is not None:
+            raise ValueError(f"{utils.describe(self)}: b_init given but with_bias=False")
+        self.with_bias = with_bias
+        self.w_init = w_init
+        self.b_init = b_init
+
+    def _parse_padding(self, padding) -> tuple[str, tuple[PadFn, ...] | None]:
+        """The padding TensorFlow applies, and the padding functions applied before it, if any."""
+        if isinstance(padding, str):
+            if padding.upper() not in ("SAME", "VALID"):
+                raise ValueError(
+                    f"{utils.describe(self)}: padding must be 'SAME', 'VALID', a function or a "
+                    f"sequence of functions, got {padding!r}"
+                )
+            return padding.upper(), None
+        fns = (padding,) if callable(padding) else tuple(padding) if isinstance(padding, Sequence) else ()
+        n = self.NUM_SPATIAL
+        if len(fns) == 1:
+            fns = fns * n
+        if len(fns) != n or not all(callable(f) for f in fns):
+            raise ValueError(
+                f"{utils.describe(self)}: padding must be 'SAME', 'VALID', a function or a sequence "
+                f"of 1 or {n} functions, got {padding!r}"
+            )
+        return "VALID", fns  # the input is padded explicitly, then convolved without padding
+
+    @once
+    def _initialize(self, inputs: tf.Tensor) -> None:
+        rank = self.NUM_SPATIAL + 2
+        utils.check_rank(self, inputs, rank, layout=f"[{', '.join(self.data_format)}]")
+        utils.check_floating(self, inputs)
+        input_channels = inputs.shape[self._channel_axis]
+        if input_channels is None:
+            raise ValueError(
+                f"{utils.describe(self)}: the number of input channels must be known, got shape {inputs.shape}"
+            )
+        self.input_channels = input_channels
+        dtype = tf.as_dtype(inputs.dtype)
+        w_shape = [*self.kernel_shape, input_channels, self.output_channels]
+        w_init = self.w_init or default_w_init(math.prod(self.kernel_shape) * input_channels)
+        self.w = tf.Variable(w_init(w_shape, dtype), name="w")
+        if self.with_bias:
+            b_init = self.b_init or initializers.Zeros()
+            self.b = tf.Variable(b_init([self.output_channels], dtype), name="b")
+        self._paddings = None
+        if self._pad_fns is not None:
+            spatial = []
+            for fn, k, r in zip(self._pad_fns, self.kernel_shape, self.rate):
+                before_after = list(fn((k - 1) * r + 1))  # called with the dilated kernel size
+                if len(before_after) != 2:
+                    raise ValueError(
+                        f"{utils.describe(self)}: a padding function must return [before, after], got {before_after!r}"
+                    )
+                spatial.append(before_after)
+            none = [[0, 0]]
+            self._paddings = none + spatial + none if self._channel_axis == -1 else none + none + spatial
+
+    def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
+        """Convolves `inputs` [batch, *spatial, channels] (or channels first, per `data_format`).
+
+        Returns:
+          [batch, *output_spatial, output_channels] (or channels first).
+
+        Raises:
+          ValueError: on the wrong rank or number of input channels.
+          TypeError: on a dtype other than the first input's.
+        """
+        self._initialize(inputs)
+        shape = inputs.shape
+        # One cheap test on the hot path; the detailed checks run only when it fails.
+        if (
+            inputs.dtype is not self.w.dtype
+            or shape.rank != self.NUM_SPATIAL + 2
+            or shape[self._channel_axis] != self.input_channels
+        ):
+            self._check(inputs)
+        if self._paddings is not None:
+            inputs = tf.pad(inputs, self._paddings)
+        outputs = tf.nn.convolution(
+            inputs,
+            self.w,
+            strides=self.stride,
+            padding=self._tf_padding,
+            dilations=self.rate,
+            data_format=self.data_format,
+        )
+        if self.with_bias:
+            outputs = tf.nn.bias_add(outputs, self.b, data_format=self.data_format)
+        return outputs
+
+    def _check(self, inputs: tf.Tensor) -> None:
+        utils.check_dtype(self, inputs, self.w.dtype)
+        utils.check_rank(self, inputs, self.NUM_SPATIAL + 2, layout=f"[{', '.join(self.data_format)}]")
+        utils.check_size(self, inputs, self._channel_axis, self.input_channels, meaning="input channels")
+
+
+_ARGS_DOC = """
+
+    Args:
+      output_channels: number of output channels.
+      kernel_shape: kernel size, an int for every spatial axis or one per axis.
+      stride: step between applications of the kernel, an int or one per axis.
+      rate: dilation rate (holes between kernel taps), an int or one per axis; 1 is an
+        ordinary convolution. TensorFlow cannot combine rate > 1 with stride > 1.
+      padding: "SAME" (output size = ceil(input size / stride)), "VALID" (no padding),
+        or a function, or one function per axis, that takes the dilated kernel size
+        and returns [pad_before, pad_after] (Sonnet's `snt.pad.causal` and friends
+        fit); the input is then zero-padded that way and convolved "VALID".
+      with_bias: whether to add the bias `b` [output_channels].
+      w_init: initializer of `w` [*kernel_shape, input_channels, output_channels]. The
+        default is a truncated normal with standard deviation 1/sqrt(fan_in), fan_in =
+        prod(kernel_shape) * input_channels, which keeps the output's variance near the
+        input's for zero-centred inputs (Ioffe & Szegedy, 2015, arXiv:1502.03167).
+      b_init: initializer of `b`; zeros by default.
+      data_format: {formats}. Both layouts run on CPU
+        (eager, tf.function and XLA) in TF 2.21.
+      name: module name.
+
+    Raises:
+      ValueError: on a bad size, padding or data_format, or stride > 1 with rate > 1.
+"""
+
+
+class Conv1D(_ConvND):
+    """1-D convolution of [batch, width, channels] inputs."""
+
+    __doc__ += _ARGS_DOC.format(formats='"NWC" (channels last, default) or "NCW"')
+    NUM_SPATIAL = 1
+
+    def __init__(
+        self,
+        output_channels: int,
+        kernel_shape: IntOrSeq,
+        stride: IntOrSeq = 1,
+        rate: IntOrSeq = 1,
+        padding: str | PadFn | Sequence[PadFn] = "SAME",
+        with_bias: bool = True,
+        w_init: initializers.Initializer | None = None,
+        b_init: initializers.Initializer | None = None,
+        data_format: str = "NWC",
+        name: str | None = None,
+    ):
+        super().__init__(
+            output_channels, kernel_shape, stride, rate, padding, with_bias, w_init, b_init, data_format, name
+        )
+
+
+class Conv2D(_ConvND):
+    """2-D convolution of [batch, height, width, channels] inputs."""
+
+    __doc__ += _ARGS_DOC.format(formats='"NHWC" (channels last, default) or "NCHW"')
+    NUM_SPATIAL = 2
+
+    def __init__(
+        self,
+        output_channels: int,
+        kernel_shape: IntOrSeq,
+        stride: IntOrSeq = 1,
+        rate: IntOrSeq = 1,
+        padding: str | PadFn | Sequence[PadFn] = "SAME",
+        with_bias: bool = True,
+        w_init: initializers.Initializer | None = None,
+        b_init: initializers.Initializer | None = None,
+        data_format: str = "NHWC",
+        name: str | None = None,
+    ):
+        super().__init__(
+            output_channels, kernel_shape, stride, rate, padding, with_bias, w_init, b_init, data_format, name
+        )
+
+
+class Conv3D(_ConvND):
+    """3-D convolution of [batch, depth, height, width, channels] inputs."""
+
+    __doc__ += _ARGS_DOC.format(formats='"NDHWC" (channels last, default) or "NCDHW"')
+    NUM_SPATIAL = 3
+
+    def __init__(
+        self,
+        output_channels: int,
+        kernel_shape: IntOrSeq,
+        stride: IntOrSeq = 1,
+        rate: IntOrSeq = 1,
+        padding: str | PadFn | Sequence[PadFn] = "SAME",
+        with_bias: bool = True,
+        w_init: initializers.Initializer | None = None,
+        b_init: initializers.Initializer | None = None,
+        data_format: str = "NDHWC",
+        name: str | None = None,
+    ):
+        super().__init__(
+            output_channels, kernel_shape, stride, rate, padding, with_bias, w_init, b_init, data_format, name
+        )

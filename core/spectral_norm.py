@@ -1,0 +1,140 @@
+"""SpectralNorm: divides a weight by an estimate of its largest singular value."""
+
+import math
+
+import tensorflow as tf
+
+from core import distribute, utils
+from core.module import Module, once
+
+# Floor on a squared norm before its inverse square root: far below any real norm
+# squared, and finite when inverted in float32, so only an exactly zero vector is
+# left unnormalised.
+_TINY = 1e-30
+
+
+def _normalize(x: tf.Tensor) -> tf.Tensor:
+    """`x / ||x||`, or zeros for a zero `x`."""
+    return x * tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(x)), _TINY))
+
+
+class SpectralNorm(Module):
+    """Spectral normalisation of a weight by power iteration (Miyato et al., 2018, arXiv:1802.05957).
+
+    The weight, of any shape [d_0, ..., d_{n-1}] with n >= 2, is viewed as the matrix W
+    of shape [d_0 * ... * d_{n-2}, d_{n-1}] (inputs by outputs, for a dense or
+    convolution kernel), and the module returns `weight / sigma`, where sigma
+    estimates the spectral norm of W (its largest singular value), so the normalised
+    weight has spectral norm about one.
+
+    The estimate comes from power iteration on a unit vector `u` of size d_{n-1}, kept
+    between calls. A training call runs `n_steps` steps `v = normalize(W u)`,
+    `u = normalize(W^T v)` from the stored `u` and stores the result; every call then
+    takes `sigma = v^T W u` with `v = normalize(W u)`, that is `||W u||`, so an
+    inference call right after a training call on the same weight gives the same
+    sigma. As in the paper, `u` and `v` are constants for differentiation: the gradient
+    flows through `W` in `v^T W u` only. One step per training call suffices because
+    the weight changes little between calls and `u` carries over (the paper's
+    setting, `n_steps=1`). A step that meets a zero vector (a zero weight) keeps the
+    old `u` rather than collapse it to zero for good.
+
+    State (made with `core.distribute.state_variable`, aggregation "first": every
+    replica computes the same values from the synchronised weight, and the first
+    replica's are written everywhere):
+      u: the power-iteration vector [d_{n-1}], a random unit vector at first.
+      sigma: the estimate of the last training call (0 until the first one).
+    Both are float32 for float16/bfloat16 weights, whose power iteration runs in
+    float32; otherwise they have the weight's dtype.
+
+    Args:
+      n_steps: power-iteration steps per training call.
+      eps: floor on sigma: the output is `weight / max(sigma, eps)`, so a weight that
+        is (nearly) zero gives a bounded output and gradient, not inf or NaN. 1e-4
+        leaves every weight whose spectral norm exceeds it untouched by the floor.
+      name: module name.
+    """
+
+    def __init__(self, n_steps: int = 1, eps: float = 1e-4, name: str | None = None):
+        super().__init__(name=name)
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"{utils.describe(self)}: n_steps must be a positive int, got {n_steps!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"{utils.describe(self)}: eps must be a positive number, got {eps!r}")
+        self.n_steps = n_steps
+        self.eps = eps
+
+    @once
+    def _initialize(self, weight: tf.Tensor) -> None:
+        utils.check_min_rank(self, weight, 2, what="weight", layout="[..., inputs, outputs]")
+        utils.check_floating(self, weight, what="weight")
+        if not weight.shape.is_fully_defined():
+            raise ValueError(
+                f"{utils.describe(self)}: the weight's shape must be fully known, got shape {weight.shape}"
+            )
+        self._shape = weight.shape
+        self._matrix_shape = [math.prod(weight.shape[:-1]), weight.shape[-1]]
+        self._dtype = tf.as_dtype(weight.dtype)
+        self._work_dtype = tf.float64 if self._dtype == tf.float64 else tf.float32
+        u = tf.random.normal([weight.shape[-1]], dtype=self._work_dtype)
+        self.u = distribute.state_variable(_normalize(u), name="u", aggregation="first")
+        self.sigma = distribute.state_variable(tf.zeros([], self._work_dtype), name="sigma", aggregation="first")
+
+    def __call__(self, weight: tf.Tensor, is_training: bool | tf.Tensor) -> tf.Tensor:
+        """Returns `weight / sigma`; in training, first advances the power iteration.
+
+        Args:
+          weight: a float tensor of rank >= 2, of the first call's shape and dtype.
+          is_training: when true, `n_steps` power-iteration steps run from the stored
+            `u`, and the new `u` and sigma are stored; when false, sigma comes from
+            the stored `u` and nothing is written. A Python bool or a bool tensor.
+
+        Returns:
+          The normalised weight, of `weight`'s shape and dtype.
+
+        Raises:
+          ValueError: on a shape other than the first call's.
+          TypeError: on a dtype other than the first call's.
+        """
+        self._initialize(weight)
+        if weight.dtype is not self._dtype or weight.shape != self._shape:
+            self._check(weight)  # also admits a partly unknown shape compatible with the first
+        w = tf.reshape(weight, self._matrix_shape)
+        if self._work_dtype is not self._dtype:
+            w = tf.cast(w, self._work_dtype)
+        if not isinstance(is_training, bool):
+            static = tf.get_static_value(is_training)
+            is_training = bool(static) if static is not None else is_training
+        if isinstance(is_training, bool):
+            sigma = self._train(w) if is_training else self._sigma(w, self.u)
+        else:
+            sigma = tf.cond(is_training, lambda: self._train(w), lambda: self._sigma(w, self.u))
+        sigma = tf.maximum(sigma, self.eps)
+        if self._work_dtype is not self._dtype:
+            sigma = tf.cast(sigma, self._dtype)
+        return weight / sigma
+
+    def _sigma(self, w: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+        """`v^T W u` with `v = normalize(W u)`; differentiable in `w` only."""
+        wu = tf.linalg.matvec(w, tf.stop_gradient(u))
+        return tf.reduce_sum(tf.stop_gradient(_normalize(wu)) * wu)
+
+    def _train(self, w: tf.Tensor) -> tf.Tensor:
+        """Advances `u` by `n_steps` power-iteration steps; stores it and the new sigma."""
+        frozen = tf.stop_gradient(w)
+        u = self.u.read_value()
+        for _ in range(self.n_steps):
+            v = _normalize(tf.linalg.matvec(frozen, u))
+            new_u = tf.linalg.matvec(frozen, v, transpose_a=True)
+            u = tf.where(tf.reduce_any(new_u != 0), _normalize(new_u), u)
+        sigma = self._sigma(w, u)
+        self.u.assign(u)
+        self.sigma.assign(tf.stop_gradient(sigma))
+        return sigma
+
+    def _check(self, weight: tf.Tensor) -> None:
+        utils.check_dtype(self, weight, self._dtype, what="weight elements")
+        if not weight.shape.is_compatible_with(self._shape):
+            raise ValueError(
+                f"{utils.describe(self)}: expected a weight of shape {self._shape} (the first call's), "
+                f"got shape {weight.shape}"
+            )

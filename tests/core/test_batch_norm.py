@@ -1,0 +1,188 @@
+"""BatchNorm: parity with Sonnet (outputs, input gradients, moving statistics), flags, replicas, errors."""
+
+import numpy as np
+import pytest
+import sonnet as snt
+import tensorflow as tf
+
+import core
+from tests.core.parity import assert_parity
+
+TOL = 1e-5
+
+LAYOUTS = [  # (input shape, data_format); rank 4 channels last is the fused kernel's case
+    ((5, 3), "channels_last"),
+    ((5, 3), "channels_first"),
+    ((2, 3, 3, 4), "channels_last"),
+    ((2, 4, 3, 3), "channels_first"),
+    ((2, 3, 4), "NCW"),
+]
+layouts = pytest.mark.parametrize("shape,data_format", LAYOUTS, ids=[f"{len(s)}d-{f}" for s, f in LAYOUTS])
+
+
+def train(m, x):
+    return m(x, is_training=True)
+
+
+def infer(m, x):
+    return m(x, is_training=False)
+
+
+def local_stats(m, x):
+    return m(x, is_training=False, test_local_stats=True)
+
+
+def assert_same_state(ours, theirs):
+    theirs_by_name = {v.name.split("/", 1)[1]: v.numpy() for v in theirs.variables}
+    ours_by_name = {v.name.split("/", 1)[1]: v.numpy() for v in ours.variables}
+    assert ours_by_name.keys() == theirs_by_name.keys()
+    for name, value in ours_by_name.items():
+        np.testing.assert_allclose(value, theirs_by_name[name], rtol=TOL, atol=TOL, err_msg=name)
+
+
+@layouts
+@pytest.mark.parametrize("create", [(True, True), (False, True), (True, False)], ids=["scale_offset", "offset", "scale"])
+def test_matches_sonnet(shape, data_format, create, rng):
+    ours = core.BatchNorm(*create, decay_rate=0.9, data_format=data_format)
+    theirs = snt.BatchNorm(*create, decay_rate=0.9, data_format=data_format)
+    x = rng.normal(1.0, 2.0, size=shape).astype(np.float32)
+    # Training: two updates of the moving statistics (building, then the compared call).
+    assert_parity(ours, theirs, [x], train, train)
+    assert_same_state(ours, theirs)
+    for _ in range(2):
+        x = rng.normal(-1.0, 0.5, size=shape).astype(np.float32)
+        np.testing.assert_allclose(train(ours, x).numpy(), train(theirs, x).numpy(), rtol=TOL, atol=TOL)
+    assert_same_state(ours, theirs)
+    # Inference, with the moving statistics and with the batch's.
+    x = rng.normal(size=shape).astype(np.float32)
+    assert_parity(ours, theirs, [x], infer, infer)
+    assert_parity(ours, theirs, [x], local_stats, local_stats)
+    assert_same_state(ours, theirs)
+
+
+@pytest.mark.parametrize("shape,data_format", [((5, 3), "channels_last"), ((2, 3, 3, 4), "channels_last")])
+def test_matches_sonnet_with_scale_and_offset_given(shape, data_format, rng):
+    channels = shape[-1]
+    scale = rng.uniform(0.5, 2.0, size=[channels]).astype(np.float32)
+    offset = rng.normal(size=[channels]).astype(np.float32)
+    x = rng.normal(size=shape).astype(np.float32)
+    for is_training in [True, False]:
+        call = lambda m, x, s, o: m(x, is_training=is_training, scale=s, offset=o)  # noqa: E731
+        assert_parity(
+            core.BatchNorm(False, False, data_format=data_format),
+            snt.BatchNorm(False, False, data_format=data_format),
+            [x, scale, offset],
+            call,
+            call,
+        )
+
+
+def test_normalises_with_batch_statistics(rng):
+    x = rng.normal(3.0, 2.0, size=(6, 2, 2))  # float64, channels first
+    bn = core.BatchNorm(True, True, data_format="channels_first", offset_init=core.initializers.Constant(0.5))
+    y = bn(tf.constant(x), is_training=True).numpy()
+    mean = x.mean(axis=(0, 2), keepdims=True)
+    var = x.var(axis=(0, 2), keepdims=True)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-5) + 0.5, rtol=1e-10)
+    assert bn.scale.shape == [2, 1] and bn.scale.dtype == tf.float64
+    # One update of a debiased average gives the batch statistics themselves.
+    np.testing.assert_allclose(bn.moving_mean.value.numpy(), mean, rtol=1e-10)
+    np.testing.assert_allclose(bn.moving_variance.value.numpy(), var, rtol=1e-10)
+
+
+def test_rank4_channels_last_tracks_the_unbiased_variance_in_every_dtype(rng):
+    """The fused kernel (float32) and the general path (float64) agree on Sonnet's rule."""
+    x = rng.normal(size=(2, 2, 3, 2))
+    n = x.size // 2
+    for dtype in [tf.float32, tf.float64]:
+        bn = core.BatchNorm(False, False, decay_rate=0.5)
+        bn(tf.constant(x, dtype), is_training=True)
+        np.testing.assert_allclose(bn.moving_variance.value.numpy().ravel(), x.reshape(n, 2).var(0, ddof=1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+@pytest.mark.parametrize("shape", [(4, 3), (2, 2, 2, 3)])
+def test_tensor_flags_match_python_flags(mode, shape, rng):
+    """A boolean tensor selects without control flow; results equal those of Python bools."""
+    xs = [rng.normal(size=shape).astype(np.float32) for _ in range(3)]
+    flags = [(True, False), (False, False), (False, True)]
+    by_python = core.BatchNorm(True, True, decay_rate=0.5)
+    by_tensor = core.BatchNorm(True, True, decay_rate=0.5)
+    fn = lambda x, t, l: by_tensor(x, is_training=t, test_local_stats=l)  # noqa: E731
+    fn = {"eager": fn, "function": tf.function(fn), "xla": tf.function(fn, jit_compile=True)}[mode]
+    by_tensor(xs[0], is_training=False)  # variables exist before tracing
+    for x, (t, l) in zip(xs, flags):
+        want = by_python(x, is_training=t, test_local_stats=l).numpy()
+        got = fn(x, tf.constant(t), tf.constant(l)).numpy()
+        np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL)
+        for a, b in zip(by_tensor.variables, by_python.variables):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=TOL, atol=TOL, err_msg=a.name)
+
+
+@pytest.mark.parametrize("flag", [True, tf.constant(True)], ids=["python", "tensor"])
+def test_replicas_keep_equal_moving_statistics(flag, mirrored, rng):
+    """Each replica normalises by its own batch; the moving statistics average the replicas'.
+
+    The moving mean follows the mean over replicas of their batch means, the moving
+    variance the mean of their batch variances (not the variance of the whole batch).
+    """
+    with mirrored.scope():
+        bn = core.BatchNorm(True, True, decay_rate=0.5)
+    steps = [[rng.normal(i, 1.0 + i, size=(4, 3)).astype(np.float32) for i in range(4)] for _ in range(2)]
+
+    def distribute(per_replica):
+        return mirrored.experimental_distribute_values_from_function(lambda ctx: per_replica[ctx.replica_id_in_sync_group])
+
+    mirrored.run(lambda x: bn(x, is_training=False), args=(distribute(steps[0]),))
+    step = tf.function(lambda x: mirrored.run(lambda x: bn(x, is_training=flag), args=(x,)))
+    outputs = [mirrored.experimental_local_results(step(distribute(xs))) for xs in steps]
+
+    for x, y in zip(steps[-1], outputs[-1]):  # normalised by the replica's own statistics
+        np.testing.assert_allclose(y.numpy(), (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5), rtol=TOL, atol=TOL)
+    for var in bn.variables:
+        copies = [c.numpy() for c in mirrored.experimental_local_results(var)]
+        assert all(np.array_equal(c, copies[0]) for c in copies), f"{var.name} differs between replicas"
+    mean_hidden = var_hidden = 0.0
+    for xs in steps:
+        mean_hidden = 0.5 * mean_hidden + 0.5 * np.mean([x.mean(0) for x in xs], axis=0)
+        var_hidden = 0.5 * var_hidden + 0.5 * np.mean([x.var(0) for x in xs], axis=0)
+    np.testing.assert_allclose(bn.moving_mean.value.numpy().ravel(), mean_hidden / 0.75, rtol=TOL, atol=TOL)
+    np.testing.assert_allclose(bn.moving_variance.value.numpy().ravel(), var_hidden / 0.75, rtol=TOL, atol=TOL)
+
+
+def test_bad_inputs():
+    bn = core.BatchNorm(True, True, name="bn")
+    with pytest.raises(TypeError, match=r"missing 1 required positional argument: 'is_training'"):
+        bn(tf.ones([2, 3]))
+    with pytest.raises(ValueError, match=r"BatchNorm 'bn': expected inputs of rank at least 2 .* got shape \(3,\)"):
+        bn(tf.ones([3]), is_training=True)
+    with pytest.raises(TypeError, match=r"BatchNorm 'bn': inputs must be floating point, got dtype int32"):
+        bn(tf.ones([2, 3], tf.int32), is_training=True)
+    bn(tf.ones([2, 3]), is_training=True)
+    with pytest.raises(TypeError, match=r"BatchNorm 'bn': is_training must be a bool or a boolean scalar tensor, got None"):
+        bn(tf.ones([2, 3]), is_training=None)
+    with pytest.raises(TypeError, match=r"'bn': test_local_stats must be a boolean scalar, got dtype float32 and shape \(\)"):
+        bn(tf.ones([2, 3]), False, tf.constant(1.0))
+    with pytest.raises(ValueError, match=r"BatchNorm 'bn': expected inputs of rank 2, got shape \(2, 1, 3\)"):
+        bn(tf.ones([2, 1, 3]), is_training=True)
+    with pytest.raises(ValueError, match=r"BatchNorm 'bn': expected inputs with channel count 3 on axis -1, got shape \(2, 4\)"):
+        bn(tf.ones([2, 4]), is_training=True)
+    with pytest.raises(TypeError, match=r"BatchNorm 'bn': inputs have dtype float64, but the module works in float32"):
+        bn(tf.ones([2, 3], tf.float64), is_training=False)
+    with pytest.raises(ValueError, match=r"'bn': scale passed at call time, but the module learns its own \(create_scale=True\)"):
+        bn(tf.ones([2, 3]), is_training=True, scale=tf.ones([3]))
+    with pytest.raises(ValueError, match=r"'bn': offset passed at call time, but the module learns its own"):
+        bn(tf.ones([2, 3]), is_training=True, offset=tf.ones([3]))
+    with pytest.raises(ValueError, match="BatchNorm 'batch_norm': scale_init given but create_scale=False"):
+        core.BatchNorm(False, True, scale_init=core.initializers.Ones())
+    with pytest.raises(ValueError, match="offset_init given but create_offset=False"):
+        core.BatchNorm(True, False, offset_init=core.initializers.Ones())
+    with pytest.raises(ValueError, match=r"unknown data_format 'HWCN'; use 'channels_last', 'channels_first'"):
+        core.BatchNorm(True, True, data_format="HWCN")
+    with pytest.raises(ValueError, match=r"decay_rate must be in \[0, 1\), got 1.5"):
+        core.BatchNorm(True, True, decay_rate=1.5)
+    with pytest.raises(ValueError, match="eps must be a positive number, got 0"):
+        core.BatchNorm(True, True, eps=0)
+    unknown = core.BatchNorm(True, True, data_format="NC")
+    with pytest.raises(ValueError, match=r"the channel count \(axis 1\) must be known, got shape \(2, None\)"):
+        tf.function(lambda x: unknown(x, True)).get_concrete_function(tf.TensorSpec([2, None]))

@@ -1,0 +1,62 @@
+"""Embed: parity with Sonnet, gradients, construction options, errors."""
+
+import numpy as np
+import pytest
+import sonnet as snt
+import tensorflow as tf
+
+import core
+from tests.core.parity import assert_parity
+
+
+@pytest.mark.parametrize("densify", [False, True])
+@pytest.mark.parametrize("shape", [(4,), (2, 3)])
+def test_matches_sonnet(densify, shape, rng):
+    ids = rng.randint(0, 7, size=shape).astype(np.int32)
+    assert_parity(core.Embed(7, 3, densify_gradients=densify), snt.Embed(7, 3, densify_gradients=densify), [ids])
+
+
+def test_table_gradients_match_sonnet(rng):
+    ids = tf.constant(rng.randint(0, 7, size=(5,)))
+    for densify in (False, True):
+        ours, theirs = core.Embed(7, 3, densify_gradients=densify), snt.Embed(7, 3, densify_gradients=densify)
+        core.utils.port_variables(theirs, ours)
+        grads = []
+        for module in (ours, theirs):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.sin(module(ids)))
+            grads.append(tape.gradient(loss, module.embeddings))
+        assert type(grads[0]) is type(grads[1])
+        assert isinstance(grads[0], tf.Tensor if densify else tf.IndexedSlices)
+        np.testing.assert_allclose(tf.convert_to_tensor(grads[0]), tf.convert_to_tensor(grads[1]), rtol=1e-6)
+
+
+def test_lookup_and_construction_options():
+    table = np.arange(12.0).reshape(4, 3)
+    emb = core.Embed(existing_vocab=table, dtype=tf.float64, trainable=False)
+    assert (emb.vocab_size, emb.embed_dim) == (4, 3)
+    np.testing.assert_array_equal(emb(np.array([[3, 0]])).numpy(), table[[[3, 0]]])
+    np.testing.assert_array_equal(emb(tf.constant([1], tf.uint8)).numpy(), table[[1]])  # narrow ids are widened
+    assert emb.embeddings.dtype == tf.float64 and not emb.trainable_variables
+    assert core.Embed(100).embed_dim == snt.Embed(100).embed_dim == 19  # round(6 * 100 ** 0.25)
+    big = core.Embed(1000, 64)
+    assert big.embeddings.numpy().std() == pytest.approx(0.8796, rel=0.02)  # truncated normal, stddev 1
+    assert big.embeddings.name == "embed/embeddings:0"
+
+
+def test_bad_inputs():
+    emb = core.Embed(5, 2, name="tokens")
+    with pytest.raises(TypeError, match=r"Embed 'tokens': inputs must be integer ids, got dtype float32"):
+        emb(tf.constant([1.0]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"indices\[0\] = 5 is not in \[0, 5\)"):
+        emb(tf.constant([5]))
+    with pytest.raises(ValueError, match="give vocab_size or existing_vocab"):
+        core.Embed()
+    with pytest.raises(ValueError, match="existing_vocab fixes the table, so vocab_size, embed_dim and initializer must not be given"):
+        core.Embed(3, existing_vocab=np.zeros([3, 2]))
+    with pytest.raises(ValueError, match=r"existing_vocab must be \[vocab_size, embed_dim\], got shape \(3,\)"):
+        core.Embed(existing_vocab=np.zeros([3]))
+    with pytest.raises(ValueError, match="embed_dim must be a positive int, got 0"):
+        core.Embed(3, 0)
+    with pytest.raises(TypeError, match="dtype must be floating point, got int32"):
+        core.Embed(3, 2, dtype=tf.int32)

@@ -1,0 +1,452 @@
+"""Recurrent cores and unrolls: parity with Sonnet, the layer-norm LSTM against NumPy, errors."""
+
+import numpy as np
+import pytest
+import sonnet as snt
+import tensorflow as tf
+
+import core
+from tests.core.parity import assert_parity
+
+
+def f32(rng, *shape):
+    return rng.normal(size=shape).astype(np.float32)
+
+
+def as_function(fn, mode):
+    """`fn` run eagerly, as a tf.function, or compiled with XLA."""
+    if mode == "eager":
+        return fn
+    return tf.function(fn, jit_compile=mode == "xla")
+
+
+# --- parity with Sonnet: single steps --------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"projection_size": 3, "forget_bias": 0.5}], ids=["plain", "projection"])
+def test_lstm_matches_sonnet(kwargs, rng):
+    state_size = kwargs.get("projection_size", 5)
+    inputs = [f32(rng, 2, 4), f32(rng, 2, state_size), f32(rng, 2, 5)]
+    assert_parity(
+        core.LSTM(5, **kwargs),
+        snt.LSTM(5, **kwargs),
+        inputs,
+        call_ours=lambda m, x, h, c: m(x, core.LSTMState(h, c)),
+        call_theirs=lambda m, x, h, c: m(x, snt.LSTMState(h, c)),
+    )
+
+
+def test_lstm_takes_sonnets_positional_arguments(rng):
+    args = (4, 2, None, None, None, None, 0.5, tf.float64, "positional")
+    ours, theirs = core.LSTM(*args), snt.LSTM(*args)
+    assert ours.name == "positional" and not ours._layer_norm
+    x = tf.constant(rng.normal(size=(1, 3)))
+    ours(x, ours.initial_state(1))
+    theirs(x, theirs.initial_state(1))
+    describe = lambda m: [(v.name, v.shape, v.dtype) for v in m.variables]  # noqa: E731
+    assert describe(ours) == describe(theirs)
+
+
+def test_gru_matches_sonnet(rng):
+    assert_parity(core.GRU(5), snt.GRU(5), [f32(rng, 2, 4), f32(rng, 2, 5)])
+
+
+@pytest.mark.parametrize("kernel_shape", [3, (3, 1)])
+def test_conv2d_lstm_matches_sonnet(kernel_shape, rng):
+    inputs = [f32(rng, 2, 4, 5, 2), f32(rng, 2, 4, 5, 3), f32(rng, 2, 4, 5, 3)]
+    assert_parity(
+        core.Conv2DLSTM([4, 5, 2], 3, kernel_shape, forget_bias=0.3),
+        snt.Conv2DLSTM([4, 5, 2], 3, kernel_shape, forget_bias=0.3),
+        inputs,
+        call_ours=lambda m, x, h, c: m(x, core.LSTMState(h, c)),
+        call_theirs=lambda m, x, h, c: m(x, snt.LSTMState(h, c)),
+    )
+
+
+def test_deep_rnn_matches_sonnet(rng):
+    inputs = [f32(rng, 2, 3), f32(rng, 2, 4), f32(rng, 2, 4), f32(rng, 2, 2)]
+    ours = core.DeepRNN([core.LSTM(4, name="first"), core.Linear(3), tf.nn.relu, core.GRU(2, name="second")])
+    theirs = snt.DeepRNN([snt.LSTM(4, name="first"), snt.Linear(3), tf.nn.relu, snt.GRU(2, name="second")])
+    assert_parity(
+        ours,
+        theirs,
+        inputs,
+        call_ours=lambda m, x, h, c, g: m(x, (core.LSTMState(h, c), g)),
+        call_theirs=lambda m, x, h, c, g: m(x, (snt.LSTMState(h, c), g)),
+    )
+    assert len(ours.initial_state(2)) == 2
+
+
+@pytest.mark.parametrize("concat_final_output", [True, False])
+def test_skip_connections_match_sonnet(concat_final_output, rng):
+    def layers(lib):
+        return [lib.LSTM(4, name="first"), lib.GRU(3, name="second"), lib.LSTM(2, name="third")]
+
+    assert_parity(
+        core.deep_rnn_with_skip_connections(layers(core), concat_final_output),
+        snt.deep_rnn_with_skip_connections(layers(snt), concat_final_output),
+        [f32(rng, 2, 3)],
+        call_ours=lambda m, x: m(x, m.initial_state(2)),
+        call_theirs=lambda m, x: m(x, m.initial_state(2)),
+    )
+
+
+def test_residual_connections_match_sonnet(rng):
+    def layers(lib):
+        return [lib.LSTM(3, name="first"), lib.GRU(3, name="second")]
+
+    inputs = [f32(rng, 2, 3), f32(rng, 2, 3), f32(rng, 2, 3), f32(rng, 2, 3)]
+    assert_parity(
+        core.deep_rnn_with_residual_connections(layers(core)),
+        snt.deep_rnn_with_residual_connections(layers(snt)),
+        inputs,
+        call_ours=lambda m, x, h, c, g: m(x, (core.LSTMState(h, c), g)),
+        call_theirs=lambda m, x, h, c, g: m(x, (snt.LSTMState(h, c), g)),
+    )
+
+
+# --- parity with Sonnet: unrolls --------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+@pytest.mark.parametrize("lengths", [None, [3, 0, 1]], ids=["full", "lengths"])
+@pytest.mark.parametrize("unroll", ["dynamic_unroll", "static_unroll"])
+def test_unrolls_match_sonnet(unroll, lengths, mode, rng):
+    ours_fn, theirs_fn = getattr(core, unroll), getattr(snt, unroll)
+    seq_len = None if lengths is None else tf.constant(lengths, tf.int32)
+    inputs = [f32(rng, 3, 3, 4), f32(rng, 3, 5), f32(rng, 3, 5)]
+
+    def call_ours(m, seq, h, c):
+        return ours_fn(m, seq, core.LSTMState(h, c), sequence_length=seq_len)
+
+    def call_theirs(m, seq, h, c):
+        return theirs_fn(m, seq, snt.LSTMState(h, c), sequence_length=seq_len)
+
+    assert_parity(
+        core.LSTM(5),
+        snt.LSTM(5),
+        inputs,
+        call_ours=as_function(call_ours, mode),
+        call_theirs=as_function(call_theirs, mode),
+    )
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda lib: lib.LSTM(4, projection_size=2), (2, 3)),
+        (lambda lib: lib.GRU(3), (2, 3)),
+        (lambda lib: lib.Conv2DLSTM([3, 3, 2], 2, 3), (2, 3, 3, 2)),
+    ],
+    ids=["LSTM", "GRU", "Conv2DLSTM"],
+)
+def test_sonnet_checkpoints_restore(make, shape, tmp_path, rng):
+    x = tf.constant(f32(rng, *shape))
+    theirs, ours = make(snt), make(core)
+    expected = theirs(x, theirs.initial_state(2))[0]
+    path = tf.train.Checkpoint(module=theirs).write(str(tmp_path / "ckpt"))
+    ours(x, ours.initial_state(2))
+    tf.train.Checkpoint(module=ours).read(path).assert_consumed()
+    np.testing.assert_allclose(ours(x, ours.initial_state(2))[0], expected, atol=1e-6)
+
+
+# --- the layer-normalised LSTM against a NumPy reference --------------------------------
+
+
+def _np_normalize(v, eps=1e-5):
+    mean = v.mean(-1, keepdims=True)
+    return (v - mean) / np.sqrt(((v - mean) ** 2).mean(-1, keepdims=True) + eps)
+
+
+def _np_sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def ln_lstm_reference(x, h, c, p):
+    """Ba et al.'s layer-normalised LSTM step (per-gate normalisation) in NumPy float64."""
+    size = c.shape[1]
+    z = x @ p["w_i"] + h @ p["w_h"]
+    u = np.concatenate([_np_normalize(z[:, k * size : (k + 1) * size]) for k in range(4)], axis=1)
+    u = u * p["gates_scale"] + p["b"]
+    i, f, g, o = np.split(u, 4, axis=1)
+    new_c = _np_sigmoid(f) * c + _np_sigmoid(i) * np.tanh(g)
+    new_h = _np_sigmoid(o) * np.tanh(_np_normalize(new_c) * p["cell_scale"] + p["cell_offset"])
+    if "projection" in p:
+        new_h = new_h @ p["projection"]
+    return new_h, new_c
+
+
+def _randomised_ln_lstm(rng, dtype, **kwargs):
+    """A built layer-norm LSTM (input 4, hidden 3) whose gains and offsets are not 1 and 0."""
+    lstm = core.LSTM(3, layer_norm=True, dtype=dtype, **kwargs)
+    lstm(tf.zeros([2, 4], dtype), lstm.initial_state(2))
+    for v in (lstm.gates_scale, lstm.cell_scale, lstm.cell_offset, lstm.b):
+        v.assign(v + rng.normal(scale=0.5, size=v.shape).astype(dtype.as_numpy_dtype))
+    params = {n: getattr(lstm, n).numpy().astype(np.float64) for n in ("b", "gates_scale", "cell_scale", "cell_offset")}
+    params["w_i"] = lstm.input_to_hidden.numpy().astype(np.float64)
+    params["w_h"] = lstm.hidden_to_hidden.numpy().astype(np.float64)
+    if lstm.projection is not None:
+        params["projection"] = lstm.projection.numpy().astype(np.float64)
+    return lstm, params
+
+
+def test_layer_norm_lstm_initial_parameters():
+    lstm = core.LSTM(3, layer_norm=True, forget_bias=0.7)
+    lstm(tf.zeros([1, 2]), lstm.initial_state(1))
+    np.testing.assert_array_equal(lstm.gates_scale.numpy(), np.ones(12))
+    np.testing.assert_array_equal(lstm.cell_scale.numpy(), np.ones(3))
+    np.testing.assert_array_equal(lstm.cell_offset.numpy(), np.zeros(3))
+    np.testing.assert_allclose(lstm.b.numpy(), np.repeat([0.0, 0.7, 0.0, 0.0], 3))
+
+
+@pytest.mark.parametrize("projection", [False, True])
+def test_layer_norm_lstm_matches_numpy_over_steps(projection, rng):
+    kwargs = {"projection_size": 2} if projection else {}
+    lstm, params = _randomised_ln_lstm(rng, tf.float32, **kwargs)
+    xs = rng.normal(size=(3, 2, 4))
+    state = lstm.initial_state(2)
+    h, c = np.zeros(state.hidden.shape), np.zeros(state.cell.shape)
+    expected = []
+    for x in xs:
+        h, c = ln_lstm_reference(x, h, c, params)
+        expected.append(h)
+    outputs, final = core.dynamic_unroll(lstm, tf.constant(xs, tf.float32), state)
+    np.testing.assert_allclose(outputs.numpy(), np.stack(expected), atol=1e-5)
+    np.testing.assert_allclose(final.cell.numpy(), c, atol=1e-5)
+
+
+def test_layer_norm_lstm_input_gradients_match_finite_differences(rng):
+    lstm, params = _randomised_ln_lstm(rng, tf.float64)
+    x, h, c = rng.normal(size=(2, 4)), rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
+    w_h, w_c = rng.normal(size=(2, 3)), rng.normal(size=(2, 3))
+
+    def np_loss(x, h, c):
+        new_h, new_c = ln_lstm_reference(x, h, c, params)
+        return np.sum(w_h * new_h) + np.sum(w_c * new_c)
+
+    tensors = [tf.constant(v) for v in (x, h, c)]
+    with tf.GradientTape() as tape:
+        tape.watch(tensors)
+        new_h, state = lstm(tensors[0], core.LSTMState(tensors[1], tensors[2]))
+        loss = tf.reduce_sum(w_h * new_h) + tf.reduce_sum(w_c * state.cell)
+    np.testing.assert_allclose(loss.numpy(), np_loss(x, h, c), atol=1e-10)
+    grads = tape.gradient(loss, tensors)
+
+    eps = 1e-6
+    values = [x, h, c]
+    for which, grad in enumerate(grads):
+        numeric = np.zeros_like(values[which])
+        for index in np.ndindex(*numeric.shape):
+            up = [v.copy() for v in values]
+            down = [v.copy() for v in values]
+            up[which][index] += eps
+            down[which][index] -= eps
+            numeric[index] = (np_loss(*up) - np_loss(*down)) / (2 * eps)
+        np.testing.assert_allclose(grad.numpy(), numeric, atol=1e-7, err_msg=f"gradient {which}")
+
+
+# --- other behaviour ---------------------------------------------------------------------
+
+
+def test_dtype_argument_sets_parameters_and_state(rng):
+    lstm = core.LSTM(3, dtype=tf.float64)
+    state = lstm.initial_state(2)
+    assert state.hidden.dtype == tf.float64 and state.cell.dtype == tf.float64
+    out, _ = lstm(tf.constant(rng.normal(size=(2, 4))), state)
+    assert out.dtype == tf.float64 and lstm.b.dtype == tf.float64
+    assert core.GRU(2, dtype=tf.float16).initial_state(1).dtype == tf.float16
+
+
+def test_default_initialisation():
+    lstm = core.LSTM(500, forget_bias=2.0)
+    lstm(tf.zeros([1, 400]), lstm.initial_state(1))
+    # TruncatedNormal(stddev=1/sqrt(fan in)) has standard deviation 0.8796 / sqrt(fan in).
+    assert lstm.input_to_hidden.numpy().std() == pytest.approx(0.87962566 / 20, rel=0.02)
+    assert lstm.hidden_to_hidden.numpy().std() == pytest.approx(0.87962566 / np.sqrt(500), rel=0.02)
+    np.testing.assert_array_equal(lstm.b.numpy(), np.repeat([0.0, 2.0, 0.0, 0.0], 500))
+
+
+def test_conv2d_lstm_nchw_matches_nhwc(rng):
+    nhwc = core.Conv2DLSTM([4, 5, 2], 3, 3)
+    nchw = core.Conv2DLSTM([2, 4, 5], 3, 3, data_format="NCHW")
+    x, h, c = f32(rng, 2, 4, 5, 2), f32(rng, 2, 4, 5, 3), f32(rng, 2, 4, 5, 3)
+    out, state = nhwc(x, core.LSTMState(h, c))
+    to_nchw = lambda t: np.transpose(t, [0, 3, 1, 2])  # noqa: E731
+    assert nchw.initial_state(2).hidden.shape == (2, 3, 4, 5)
+    nchw(to_nchw(x), nchw.initial_state(2))
+    core.utils.port_variables(nhwc, nchw)
+    out2, state2 = nchw(to_nchw(x), core.LSTMState(to_nchw(h), to_nchw(c)))
+    np.testing.assert_allclose(out2.numpy(), to_nchw(out.numpy()), atol=1e-5)
+    np.testing.assert_allclose(state2.cell.numpy(), to_nchw(state.cell.numpy()), atol=1e-5)
+
+
+# --- dynamic_unroll and static_unroll ----------------------------------------------------
+
+
+class _NestedCore(core.RNNCore):
+    """A core with nested inputs, outputs and state, to test the unrolls' nest handling."""
+
+    def __init__(self):
+        super().__init__(name="nested")
+        self.lstm = core.LSTM(3)
+
+    def __call__(self, inputs, prev_state):
+        lstm_state, count = prev_state
+        out, lstm_state = self.lstm(tf.concat([inputs["a"], inputs["b"]], -1), lstm_state)
+        return {"out": out, "pair": (out * 2.0, inputs["b"])}, (lstm_state, count + 1.0)
+
+    def initial_state(self, batch_size):
+        return self.lstm.initial_state(batch_size), tf.zeros([batch_size])
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+@pytest.mark.parametrize("lengths", [None, [4, 0, 2]], ids=["full", "lengths"])
+def test_dynamic_and_static_unroll_agree(lengths, mode, rng):
+    net = _NestedCore()
+    seq = {"a": tf.constant(f32(rng, 4, 3, 2)), "b": tf.constant(f32(rng, 4, 3, 1))}
+    seq_len = None if lengths is None else tf.constant(lengths)
+    static = core.static_unroll(net, seq, net.initial_state(3), sequence_length=seq_len)
+    run = as_function(lambda s: core.dynamic_unroll(net, s, net.initial_state(3), sequence_length=seq_len), mode)
+    dynamic = run(seq)
+    tf.nest.assert_same_structure(static, dynamic)
+    for a, b in zip(tf.nest.flatten(dynamic), tf.nest.flatten(static)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+
+
+def test_sequence_length_holds_finished_sequences(rng):
+    lstm = core.LSTM(3)
+    seq = tf.constant(f32(rng, 4, 3, 2))
+    initial = core.LSTMState(tf.constant(f32(rng, 3, 3)), tf.constant(f32(rng, 3, 3)))
+    outputs, final = core.dynamic_unroll(lstm, seq, initial, sequence_length=[2, 4, 0])
+    full_outputs, _ = core.dynamic_unroll(lstm, seq, initial)
+    _, after_two = core.dynamic_unroll(lstm, seq[:2], initial)
+    outputs, full_outputs = outputs.numpy(), full_outputs.numpy()
+    # Sequence 0 (length 2): its last output repeats and its state stops after step 2.
+    np.testing.assert_allclose(outputs[:2, 0], full_outputs[:2, 0], atol=1e-6)
+    np.testing.assert_allclose(outputs[2:, 0], np.stack([full_outputs[1, 0]] * 2), atol=1e-6)
+    np.testing.assert_allclose(final.cell[0], after_two.cell[0], atol=1e-6)
+    # Sequence 1 runs to the end; sequence 2 (length 0) outputs zeros and keeps its state.
+    np.testing.assert_allclose(outputs[:, 1], full_outputs[:, 1], atol=1e-6)
+    np.testing.assert_array_equal(outputs[:, 2], np.zeros((4, 3)))
+    np.testing.assert_array_equal(final.hidden[2], initial.hidden[2])
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_dynamic_unroll_with_unknown_number_of_steps(jit_compile, rng):
+    lstm = core.LSTM(3)
+    seq = tf.constant(f32(rng, 5, 2, 4))
+    expected, expected_state = core.static_unroll(lstm, seq, lstm.initial_state(2), sequence_length=[5, 3])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2, 4])], jit_compile=jit_compile)
+    def run(s):
+        return core.dynamic_unroll(lstm, s, lstm.initial_state(2), sequence_length=[5, 3])
+
+    outputs, state = run(seq)
+    np.testing.assert_allclose(outputs.numpy(), expected.numpy(), atol=1e-6)
+    np.testing.assert_allclose(state.cell.numpy(), expected_state.cell.numpy(), atol=1e-6)
+    assert run(seq[:2])[0].shape == (2, 2, 3)
+
+
+def test_dynamic_unroll_gradients_agree_across_modes(rng):
+    lstm = core.LSTM(3, layer_norm=True)
+    seq = tf.constant(f32(rng, 4, 2, 3))
+
+    def grads(s):
+        with tf.GradientTape() as tape:
+            tape.watch(s)
+            outputs, state = core.dynamic_unroll(lstm, s, lstm.initial_state(2), sequence_length=[4, 2])
+            loss = tf.reduce_sum(tf.sin(outputs)) + tf.reduce_sum(state.cell)
+        return tape.gradient(loss, [s] + list(lstm.trainable_variables))
+
+    expected = grads(seq)
+    for jit_compile in (False, True):
+        for got, want in zip(tf.function(grads, jit_compile=jit_compile)(seq), expected):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+
+
+def test_dynamic_unroll_in_mirrored_strategy(mirrored, rng):
+    with mirrored.scope():
+        lstm = core.LSTM(3)
+    lstm(tf.zeros([2, 4]), lstm.initial_state(2))
+    data = [f32(rng, 3, 2, 4) for _ in range(mirrored.num_replicas_in_sync)]
+    dist = mirrored.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(data[ctx.replica_id_in_sync_group])
+    )
+    unroll = lambda q: core.dynamic_unroll(lstm, q, lstm.initial_state(2))[0]  # noqa: E731
+    step = tf.function(lambda s: mirrored.run(unroll, args=(s,)))
+    for got, seq in zip(mirrored.experimental_local_results(step(dist)), data):
+        expected = core.static_unroll(lstm, seq, lstm.initial_state(2))[0]
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6)
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+def test_bad_core_inputs():
+    lstm = core.LSTM(3, name="core")
+    state = lstm.initial_state(2)
+    with pytest.raises(ValueError, match=r"LSTM 'core': expected inputs of rank 2 \[batch, input_size\], got shape \(2, 1, 4\)"):
+        lstm(tf.ones([2, 1, 4]), state)
+    with pytest.raises(TypeError, match=r"LSTM 'core': inputs have dtype float64, but the core was built with dtype=float32"):
+        lstm(tf.ones([2, 4], tf.float64), state)
+    lstm(tf.ones([2, 4]), state)
+    with pytest.raises(ValueError, match=r"LSTM 'core': expected inputs with input size 4 on axis 1, got shape \(2, 5\)"):
+        lstm(tf.ones([2, 5]), state)
+    with pytest.raises(TypeError, match=r"LSTM 'core': inputs have dtype float64, but the core was built with dtype=float32"):
+        lstm(tf.ones([2, 4], tf.float64), state)
+    with pytest.raises(ValueError, match=r"LSTM 'core': prev_state.hidden has batch size 1 but the inputs have 2"):
+        lstm(tf.ones([2, 4]), lstm.initial_state(1))
+    with pytest.raises(ValueError, match=r"LSTM 'core': expected prev_state.cell with size 3 on axis -1, got shape \(2, 4\)"):
+        lstm(tf.ones([2, 4]), core.LSTMState(state.hidden, tf.zeros([2, 4])))
+    with pytest.raises(TypeError, match=r"LSTM 'core': prev_state.hidden has dtype float64"):
+        lstm(tf.ones([2, 4]), core.LSTMState(tf.zeros([2, 3], tf.float64), state.cell))
+
+    gru = core.GRU(3)
+    gru(tf.ones([2, 4]), gru.initial_state(2))
+    with pytest.raises(ValueError, match=r"GRU 'gru': expected prev_state with size 3 on axis -1, got shape \(2, 2\)"):
+        gru(tf.ones([2, 4]), tf.zeros([2, 2]))
+
+    conv = core.Conv2DLSTM([4, 4, 2], 3, 3)
+    with pytest.raises(ValueError, match=r"Conv2DLSTM 'conv2_dlstm': expected inputs of shape \[batch, 4, 4, 2\] \(input_shape, NHWC\), got shape \(1, 5, 4, 2\)"):
+        conv(tf.ones([1, 5, 4, 2]), conv.initial_state(1))
+
+    deep = core.DeepRNN([core.LSTM(2), core.GRU(2)], name="deep")
+    with pytest.raises(ValueError, match=r"DeepRNN 'deep': prev_state must hold one state per recurrent core \(2\), got 1"):
+        deep(tf.ones([1, 2]), deep.initial_state(1)[:1])
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="LSTM 'lstm': hidden_size must be a positive int, got 0"):
+        core.LSTM(0)
+    with pytest.raises(ValueError, match="LSTM 'lstm': projection_init given but projection_size is None"):
+        core.LSTM(3, projection_init=core.initializers.Zeros())
+    with pytest.raises(TypeError, match="GRU 'gru': dtype must be floating point, got int32"):
+        core.GRU(3, dtype=tf.int32)
+    with pytest.raises(ValueError, match=r"input_shape must be three positive ints .* got \[4, 4\]"):
+        core.Conv2DLSTM([4, 4], 3, 3)
+    with pytest.raises(ValueError, match="data_format must be 'NHWC' or 'NCHW', got 'NCW'"):
+        core.Conv2DLSTM([4, 4, 2], 3, 3, data_format="NCW")
+    with pytest.raises(ValueError, match="deep_rnn_with_skip_connections needs every layer to be an RNNCore"):
+        core.deep_rnn_with_skip_connections([core.LSTM(2), tf.nn.relu])
+    with pytest.raises(TypeError, match="Can't instantiate abstract class RNNCore"):
+        core.RNNCore()
+
+
+def test_bad_unroll_inputs():
+    lstm = core.LSTM(3)
+    state = lstm.initial_state(2)
+    with pytest.raises(ValueError, match="dynamic_unroll: input_sequence must have at least one time step, got 0"):
+        core.dynamic_unroll(lstm, tf.zeros([0, 2, 4]), state)
+    with pytest.raises(ValueError, match=r"static_unroll: the input_sequence tensors disagree on the number of time steps: \[2, 3\]"):
+        core.static_unroll(lstm, (tf.zeros([2, 2, 4]), tf.zeros([3, 2, 4])), state)
+    with pytest.raises(ValueError, match=r"dynamic_unroll: every input_sequence tensor must be \[T, B, ...\] \(rank >= 2\), got shape \(3,\)"):
+        core.dynamic_unroll(lstm, tf.zeros([3]), state)
+    with pytest.raises(ValueError, match=r"dynamic_unroll: sequence_length must have shape \[batch\] = \[2\], got shape \(3,\)"):
+        core.dynamic_unroll(lstm, tf.zeros([3, 2, 4]), state, sequence_length=[1, 2, 3])
+    with pytest.raises(TypeError, match="dynamic_unroll: sequence_length must be integers, got dtype float32"):
+        core.dynamic_unroll(lstm, tf.zeros([3, 2, 4]), state, sequence_length=[1.0, 2.0])
+    with pytest.raises(ValueError, match="dynamic_unroll: input_sequence is empty"):
+        core.dynamic_unroll(lstm, [], state)
+    with pytest.raises(ValueError, match="static_unroll: the number of time steps .* must be known statically"):
+        unknown_steps = [tf.TensorSpec([None, 2, 4])]
+        tf.function(lambda s: core.static_unroll(lstm, s, state), input_signature=unknown_steps).get_concrete_function()

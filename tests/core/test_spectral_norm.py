@@ -1,0 +1,137 @@
+"""SpectralNorm: the estimate against SVD, state handling, gradients, errors."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import core
+
+
+def spectrum(w: np.ndarray) -> np.ndarray:
+    return np.linalg.svd(w.reshape(-1, w.shape[-1]).astype(np.float64), compute_uv=False)
+
+
+def with_singular_values(rng, rows: int, values: list[float]) -> np.ndarray:
+    """A [rows, len(values)] float32 matrix with exactly these singular values."""
+    left, _ = np.linalg.qr(rng.normal(size=(rows, len(values))))
+    right, _ = np.linalg.qr(rng.normal(size=(len(values), len(values))))
+    return (left * values @ right.T).astype(np.float32)
+
+
+def test_converges_to_largest_singular_value(rng):
+    # Singular values 4, 2, ...: each power-iteration step shrinks u's error angle by
+    # s2/s1 = 1/2, and sigma's error goes with the square of that angle, so 30 steps leave
+    # ~1e-18 of truncation error; what remains is float32 rounding in 16-term dot products
+    # (a few 1e-7 relative), hence rtol 1e-5.
+    w = with_singular_values(rng, 16, [4.0, 2.0, 1.0, 0.5])
+    sn = core.SpectralNorm()
+    for _ in range(30):
+        out = sn(tf.constant(w), is_training=True)
+    np.testing.assert_allclose(sn.sigma.numpy(), 4.0, rtol=1e-5)
+    np.testing.assert_allclose(out.numpy(), w / 4.0, rtol=1e-5, atol=1e-6)
+    assert spectrum(out.numpy())[0] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_conv_kernel_with_n_steps(rng):
+    # A random rank-4 kernel seen as an [18, 4] matrix. Enough steps in one call for the
+    # (s2/s1)^(2 n) bound on sigma's relative error to be below 1e-7.
+    w = rng.normal(size=(3, 3, 2, 4)).astype(np.float32)
+    s = spectrum(w)
+    steps = math.ceil(math.log(1e-7) / (2 * math.log(s[1] / s[0])))
+    sn = core.SpectralNorm(n_steps=steps)
+    out = sn(tf.constant(w), is_training=True)
+    assert out.shape == w.shape and sn.u.shape == (4,)
+    np.testing.assert_allclose(sn.sigma.numpy(), s[0], rtol=1e-5)
+    np.testing.assert_allclose(out.numpy(), w / s[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["eager", "function"])
+def test_inference_reads_state_without_writing_it(traced, rng):
+    w = tf.constant(rng.normal(size=(5, 3)).astype(np.float32))
+    sn = core.SpectralNorm()
+    sn(w, is_training=True)
+    u, sigma = sn.u.numpy(), sn.sigma.numpy()
+    run = tf.function(sn) if traced else sn
+    out = run(w, is_training=False)
+    np.testing.assert_array_equal(sn.u.numpy(), u)
+    np.testing.assert_array_equal(sn.sigma.numpy(), sigma)
+    # Sigma from the stored u is ||W u||, the value the training call stored.
+    np.testing.assert_allclose(out.numpy(), w.numpy() / np.linalg.norm(w.numpy() @ u), rtol=1e-6)
+    np.testing.assert_allclose(out.numpy(), w.numpy() / sigma, rtol=1e-6)
+
+
+def test_tensor_is_training(rng):
+    w = tf.constant(rng.normal(size=(5, 3)).astype(np.float32))
+    sn = core.SpectralNorm()
+    sn(w, is_training=False)
+    step = tf.function(lambda w, training: sn(w, training))
+    u = sn.u.numpy()
+    step(w, tf.constant(False))
+    np.testing.assert_array_equal(sn.u.numpy(), u)
+    step(w, tf.constant(True))
+    assert not np.array_equal(sn.u.numpy(), u)
+    assert sn.sigma.numpy() > 0
+
+
+def test_gradient_holds_u_and_v_constant(rng):
+    # With u, v fixed, d(weight / sigma) where sigma = v^T W u has the closed form
+    # dL/dW = G / sigma - (sum(G * W) / sigma^2) v u^T   (Miyato et al., 2018, section 2.2).
+    w = rng.normal(size=(4, 3)).astype(np.float32)
+    g = rng.normal(size=(4, 3)).astype(np.float32)
+    sn = core.SpectralNorm()
+    wt = tf.constant(w)
+    with tf.GradientTape() as tape:
+        tape.watch(wt)
+        loss = tf.reduce_sum(sn(wt, is_training=True) * g)
+    grad = tape.gradient(loss, wt).numpy()
+    u = sn.u.numpy().astype(np.float64)
+    v = w.astype(np.float64) @ u
+    v /= np.linalg.norm(v)
+    sigma = v @ w @ u
+    expected = g / sigma - (np.sum(g * w) / sigma**2) * np.outer(v, u)
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_weight_gives_zeros_not_nans_and_keeps_u(rng):
+    sn = core.SpectralNorm()
+    w = tf.zeros([3, 2])
+    with tf.GradientTape() as tape:
+        tape.watch(w)
+        loss = tf.reduce_sum(sn(w, is_training=True))
+    u = sn.u.numpy()
+    np.testing.assert_allclose(np.linalg.norm(u), 1.0, rtol=1e-6)
+    assert np.all(np.isfinite(tape.gradient(loss, w).numpy()))
+    np.testing.assert_array_equal(sn(w, is_training=True).numpy(), 0.0)
+    np.testing.assert_array_equal(sn.u.numpy(), u)  # not collapsed: a later weight still converges
+    w = with_singular_values(rng, 3, [2.0, 0.5])
+    for _ in range(10):
+        sn(tf.constant(w), is_training=True)
+    np.testing.assert_allclose(sn.sigma.numpy(), 2.0, rtol=1e-5)
+
+
+def test_half_precision_iterates_in_float32(rng):
+    w = with_singular_values(rng, 6, [3.0, 1.0, 0.5])
+    sn = core.SpectralNorm(n_steps=20)
+    out = sn(tf.constant(w, tf.float16), is_training=True)
+    assert out.dtype == tf.float16 and sn.u.dtype == tf.float32
+    np.testing.assert_allclose(sn.sigma.numpy(), 3.0, rtol=1e-3)  # the float16 weight's own rounding
+    np.testing.assert_allclose(out.numpy().astype(np.float32), w / 3.0, atol=2e-3)
+
+
+def test_bad_inputs():
+    sn = core.SpectralNorm(name="sn")
+    with pytest.raises(ValueError, match=r"SpectralNorm 'sn': expected weight of rank at least 2 \[\.\.\., inputs, outputs\], got shape \(3,\)"):
+        sn(tf.ones([3]), is_training=True)
+    with pytest.raises(TypeError, match=r"SpectralNorm 'sn': weight must be floating point, got dtype int32"):
+        sn(tf.ones([3, 2], tf.int32), is_training=True)
+    sn(tf.ones([3, 3, 2, 4]), is_training=True)
+    with pytest.raises(ValueError, match=r"SpectralNorm 'sn': expected a weight of shape \(3, 3, 2, 4\) \(the first call's\), got shape \(3, 3, 2, 5\)"):
+        sn(tf.ones([3, 3, 2, 5]), is_training=False)
+    with pytest.raises(TypeError, match=r"SpectralNorm 'sn': weight elements have dtype float64, but the module works in float32"):
+        sn(tf.ones([3, 3, 2, 4], tf.float64), is_training=False)
+    with pytest.raises(ValueError, match=r"SpectralNorm 'spectral_norm': n_steps must be a positive int, got 0"):
+        core.SpectralNorm(n_steps=0)
+    with pytest.raises(ValueError, match=r"SpectralNorm 'spectral_norm': eps must be a positive number, got 0"):
+        core.SpectralNorm(eps=0)
