@@ -62,9 +62,14 @@ class Linear(Module):
         # One cheap test on the hot path; the detailed checks run only when it fails.
         if inputs.dtype is not self.w.dtype or len(shape) < 2 or shape[-1] != self.input_size:
             self._check(inputs)
-        outputs = tf.matmul(inputs, self.w)
+        # The raw ops are the kernels `tf.matmul` and `tf.add` run, without their Python
+        # wrappers, which cost more than the arithmetic itself on small eager batches.
+        if len(shape) == 2:
+            outputs = tf.raw_ops.MatMul(a=inputs, b=self.w)
+        else:
+            outputs = tf.matmul(inputs, self.w)  # broadcasts w over the leading axes
         if self.with_bias:
-            outputs = tf.add(outputs, self.b)
+            outputs = tf.raw_ops.AddV2(x=outputs, y=self.b)
         return outputs
 
     def _check(self, inputs: tf.Tensor) -> None:
