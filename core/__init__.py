@@ -40,6 +40,7 @@ from core.recurrent import (
     deep_rnn_with_skip_connections,
     dynamic_unroll,
     static_unroll,
+    checkpointed_unroll,
 )
 # --- optimizers --------------------------------------------------------------------
 from core import optimizers
@@ -88,6 +89,7 @@ __all__ = [
     "deep_rnn_with_residual_connections",
     "dynamic_unroll",
     "static_unroll",
+    "checkpointed_unroll",
     # optimizers
     "optimizers",
 ]

@@ -1,6 +1,7 @@
 """MultiHeadAttention: scaled dot-product attention with several heads and a key mask."""
 
 import math
+import numbers
 
 import tensorflow as tf
 
@@ -35,10 +36,10 @@ class MultiHeadAttention(Module):
       model_size: size of the output's last axis; by default the query's feature size,
         so that `x + mha(x)` (a residual connection) works.
       with_bias: whether the projections have biases.
-      w_init: initializer of the projection weights; by default `Linear`'s, a truncated
-        normal of standard deviation 1/sqrt(fan_in), which keeps projected queries and
-        keys near unit variance, so that with the 1/sqrt(key_size) factor the logits
-        are too.
+      w_init: initializer of the projection weights; by default `Linear`'s,
+        `TruncatedNormal(stddev=1/sqrt(fan_in))`, which keeps projected queries and keys
+        near the inputs' variance (about 0.77 times it, from the truncation), so that
+        with the 1/sqrt(key_size) factor the logits' variance is of that order too.
       b_init: initializer of the projection biases; zeros by default.
       name: module name.
     """
@@ -63,14 +64,16 @@ class MultiHeadAttention(Module):
         ]:
             if optional and value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{utils.describe(self)}: {arg} must be a positive int, got {value!r}")
         if not with_bias and b_init is not None:
             raise ValueError(f"{utils.describe(self)}: b_init given but with_bias=False")
+        # NumPy integers are stored as ints: they would make the reshapes below NumPy-typed.
+        num_heads, key_size = int(num_heads), int(key_size)
         self.num_heads = num_heads
         self.key_size = key_size
-        self.value_size = value_size or key_size
-        self.model_size = model_size
+        self.value_size = key_size if value_size is None else int(value_size)
+        self.model_size = None if model_size is None else int(model_size)
         self.with_bias = with_bias
         self.w_init = w_init
         self.b_init = b_init

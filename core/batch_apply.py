@@ -60,10 +60,10 @@ class BatchApply(Module):
         super().__init__(name=name)
         if not callable(module):
             raise TypeError(f"{utils.describe(self)}: module must be callable, got {module!r}")
-        if not isinstance(num_dims, int) or isinstance(num_dims, bool) or num_dims < 1:
+        if not isinstance(num_dims, numbers.Integral) or isinstance(num_dims, bool) or num_dims < 1:
             raise ValueError(f"{utils.describe(self)}: num_dims must be a positive int, got {num_dims!r}")
         self.module = module
-        self.num_dims = num_dims
+        self.num_dims = int(num_dims)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Calls `module(*args, **kwargs)` with leading axes folded; returns its output unfolded.
@@ -124,10 +124,10 @@ class Reshape(Module):
             raise ValueError(
                 f"{utils.describe(self)}: output_shape must hold ints >= 0 and at most one -1, got {output_shape!r}"
             )
-        if not isinstance(preserve_dims, int) or isinstance(preserve_dims, bool) or preserve_dims < 1:
+        if not isinstance(preserve_dims, numbers.Integral) or isinstance(preserve_dims, bool) or preserve_dims < 1:
             raise ValueError(f"{utils.describe(self)}: preserve_dims must be an int >= 1, got {preserve_dims!r}")
         self.output_shape = tuple(int(d) for d in output_shape)
-        self.preserve_dims = preserve_dims
+        self.preserve_dims = int(preserve_dims)
         self._known = -1 not in self.output_shape
         self._fixed_size = abs(math.prod(self.output_shape))  # product without the -1
 

@@ -4,6 +4,7 @@ import math
 import numbers
 from typing import Callable, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from core import initializers, utils
@@ -21,8 +22,12 @@ def _is_int(v) -> bool:
 
 
 def per_axis(module: Module, value: IntOrSeq, n: int, what: str) -> tuple[int, ...]:
-    """`value` for each of `n` spatial axes: an int, or a sequence of length 1 or `n`, all >= 1."""
-    values = (value,) if _is_int(value) else tuple(value) if isinstance(value, Sequence) else ()
+    """`value` for each of `n` spatial axes: an int, or a sequence of length 1 or `n`, all >= 1.
+
+    Python and NumPy integers count as ints, and a NumPy array as a sequence.
+    """
+    given = value.tolist() if isinstance(value, np.ndarray) else value  # NumPy ints become ints
+    values = (given,) if _is_int(given) else tuple(given) if isinstance(given, Sequence) else ()
     if len(values) == 1:
         values = values * n
     if len(values) != n or not all(_is_int(v) and v >= 1 for v in values):
@@ -42,8 +47,13 @@ def channel_axis(module: Module, data_format: str, n: int) -> int:
 
 
 def default_w_init(fan_in: int) -> initializers.Initializer:
-    """Truncated normal with stddev 1/sqrt(fan_in): keeps the output variance near the input's
-    for zero-centred inputs (Ioffe & Szegedy, 2015, arXiv:1502.03167), as Sonnet does."""
+    """Sonnet's default kernel initializer, `TruncatedNormal(stddev=1/sqrt(fan_in))`.
+
+    The 1/sqrt(fan_in) scale keeps the outputs' variance near the inputs' for independent
+    zero-mean inputs (LeCun et al., 1998, "Efficient BackProp"). The normal is cut at two
+    standard deviations, so the weights' actual standard deviation is about
+    0.88/sqrt(fan_in), and the outputs' variance about 0.77 times the inputs'.
+    """
     return initializers.TruncatedNormal(stddev=1.0 / math.sqrt(fan_in))
 
 
@@ -67,9 +77,9 @@ class _ConvND(Module):
     ):
         super().__init__(name=name)
         n = self.NUM_SPATIAL
-        if not isinstance(output_channels, int) or isinstance(output_channels, bool) or output_channels < 1:
+        if not _is_int(output_channels) or output_channels < 1:
             raise ValueError(f"{utils.describe(self)}: output_channels must be a positive int, got {output_channels!r}")
-        self.output_channels = output_channels
+        self.output_channels = int(output_channels)
         self.kernel_shape = per_axis(self, kernel_shape, n, "kernel_shape")
         self.stride = per_axis(self, stride, n, "stride")
         self.rate = per_axis(self, rate, n, "rate")
@@ -82,6 +92,8 @@ class _ConvND(Module):
         self.data_format = data_format
         self.padding = padding
         self._tf_padding, self._pad_fns = self._parse_padding(padding)
+        self._paddings = self._explicit_paddings()
+        self._min_spatial = self._smallest_inputs()
         if not with_bias and b_init is not None:
             raise ValueError(f"{utils.describe(self)}: b_init given but with_bias=False")
         self.with_bias = with_bias
@@ -113,6 +125,9 @@ class _ConvND(Module):
         rank = self.NUM_SPATIAL + 2
         utils.check_rank(self, inputs, rank, layout=f"[{', '.join(self.data_format)}]")
         utils.check_floating(self, inputs)
+        for axis, size in self._min_spatial:  # before making variables, which a failed trace would lose
+            if inputs.shape[axis] is not None and inputs.shape[axis] < size:
+                self._too_small(inputs.shape, axis, size)
         input_channels = inputs.shape[self._channel_axis]
         if input_channels is None:
             raise ValueError(
@@ -126,18 +141,39 @@ class _ConvND(Module):
         if self.with_bias:
             b_init = self.b_init or initializers.Zeros()
             self.b = tf.Variable(b_init([self.output_channels], dtype), name="b")
-        self._paddings = None
-        if self._pad_fns is not None:
-            spatial = []
-            for fn, k, r in zip(self._pad_fns, self.kernel_shape, self.rate):
-                before_after = list(fn((k - 1) * r + 1))  # called with the dilated kernel size
-                if len(before_after) != 2:
-                    raise ValueError(
-                        f"{utils.describe(self)}: a padding function must return [before, after], got {before_after!r}"
-                    )
-                spatial.append(before_after)
-            none = [[0, 0]]
-            self._paddings = none + spatial + none if self._channel_axis == -1 else none + none + spatial
+
+    def _explicit_paddings(self) -> list[list[int]] | None:
+        """The `tf.pad` paddings the padding functions ask for, or None without them."""
+        if self._pad_fns is None:
+            return None
+        spatial = []
+        for fn, k, r in zip(self._pad_fns, self.kernel_shape, self.rate):
+            before_after = list(fn((k - 1) * r + 1))  # called with the dilated kernel size
+            if len(before_after) != 2:
+                raise ValueError(
+                    f"{utils.describe(self)}: a padding function must return [before, after], got {before_after!r}"
+                )
+            spatial.append(before_after)
+        none = [[0, 0]]
+        return none + spatial + none if self._channel_axis == -1 else none + none + spatial
+
+    def _smallest_inputs(self) -> tuple[tuple[int, int], ...]:
+        """(axis, size) for each spatial axis whose input must be at least `size` long.
+
+        The convolution TensorFlow runs is "VALID", unless padding="SAME": each axis,
+        after any explicit padding, must hold the dilated kernel. Axes that any input
+        satisfies are left out, so with "SAME" the tuple is empty.
+        """
+        if self._tf_padding == "SAME":
+            return ()
+        first = 1 if self._channel_axis == -1 else 2
+        pads = self._paddings[first : first + self.NUM_SPATIAL] if self._paddings else [[0, 0]] * self.NUM_SPATIAL
+        smallest = []
+        for i, (k, r, (before, after)) in enumerate(zip(self.kernel_shape, self.rate, pads)):
+            size = (k - 1) * r + 1 - before - after
+            if size > 1:
+                smallest.append((first + i, size))
+        return tuple(smallest)
 
     def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
         """Convolves `inputs` [batch, *spatial, channels] (or channels first, per `data_format`).
@@ -146,7 +182,9 @@ class _ConvND(Module):
           [batch, *output_spatial, output_channels] (or channels first).
 
         Raises:
-          ValueError: on the wrong rank or number of input channels.
+          ValueError: on the wrong rank or number of input channels, or (when the
+            spatial sizes are known statically) inputs too small for the kernel with
+            "VALID" padding.
           TypeError: on a dtype other than the first input's.
         """
         self._initialize(inputs)
@@ -158,6 +196,9 @@ class _ConvND(Module):
             or shape[self._channel_axis] != self.input_channels
         ):
             self._check(inputs)
+        for axis, size in self._min_spatial:  # empty with "SAME" padding
+            if shape[axis] is not None and shape[axis] < size:
+                self._too_small(shape, axis, size)
         if self._paddings is not None:
             inputs = tf.pad(inputs, self._paddings)
         outputs = tf.nn.convolution(
@@ -171,6 +212,19 @@ class _ConvND(Module):
         if self.with_bias:
             outputs = tf.nn.bias_add(outputs, self.b, data_format=self.data_format)
         return outputs
+
+    def _too_small(self, shape: tf.TensorShape, axis: int, size: int) -> None:
+        """Raises the error for inputs whose `axis` is shorter than the "VALID" kernel needs.
+
+        Checked here because TensorFlow's CPU kernel eagerly returns a wrongly shaped
+        result in that case, and graphs fail with a message naming neither module nor kernel.
+        """
+        rate = f" at rate {self.rate}" if max(self.rate) > 1 else ""
+        padding = "'VALID'" if self._pad_fns is None else "the padding functions (then 'VALID')"
+        raise ValueError(
+            f"{utils.describe(self)}: kernel_shape {self.kernel_shape}{rate} with padding {padding} needs "
+            f"inputs of size at least {size} on axis {axis}, got shape {shape}"
+        )
 
     def _check(self, inputs: tf.Tensor) -> None:
         utils.check_dtype(self, inputs, self.w.dtype)
@@ -192,9 +246,12 @@ _ARGS_DOC = """
         fit); the input is then zero-padded that way and convolved "VALID".
       with_bias: whether to add the bias `b` [output_channels].
       w_init: initializer of `w` [*kernel_shape, input_channels, output_channels]. The
-        default is a truncated normal with standard deviation 1/sqrt(fan_in), fan_in =
-        prod(kernel_shape) * input_channels, which keeps the output's variance near the
-        input's for zero-centred inputs (Ioffe & Szegedy, 2015, arXiv:1502.03167).
+        default, as in Sonnet, is `TruncatedNormal(stddev=1/sqrt(fan_in))` with fan_in =
+        prod(kernel_shape) * input_channels: a normal cut at two standard deviations,
+        whose actual standard deviation is about 0.88/sqrt(fan_in). The 1/sqrt(fan_in)
+        scale keeps the outputs' variance near the inputs' for independent zero-mean
+        inputs (LeCun et al., 1998, "Efficient BackProp"); the truncation makes it
+        about 0.77 times the inputs'.
       b_init: initializer of `b`; zeros by default.
       data_format: {formats}. Both layouts run on CPU
         (eager, tf.function and XLA) in TF 2.21.

@@ -5,6 +5,7 @@ convolution's output size back to its input size, upsampling by `stride`.
 """
 
 import math
+import numbers
 from typing import Sequence
 
 import tensorflow as tf
@@ -35,9 +36,13 @@ class _ConvNDTranspose(Module):
     ):
         super().__init__(name=name)
         n = self.NUM_SPATIAL
-        if not isinstance(output_channels, int) or isinstance(output_channels, bool) or output_channels < 1:
+        if (
+            not isinstance(output_channels, numbers.Integral)
+            or isinstance(output_channels, bool)
+            or output_channels < 1
+        ):
             raise ValueError(f"{utils.describe(self)}: output_channels must be a positive int, got {output_channels!r}")
-        self.output_channels = output_channels
+        self.output_channels = int(output_channels)
         self.kernel_shape = per_axis(self, kernel_shape, n, "kernel_shape")
         if isinstance(output_shape, tf.TensorShape):
             output_shape = output_shape.as_list()
@@ -69,6 +74,12 @@ class _ConvNDTranspose(Module):
                 f"{utils.describe(self)}: the number of input channels must be known, got shape {inputs.shape}"
             )
         self.input_channels = input_channels
+        # Every input dimension but the batch, when `output_shape` fixes them: the hot
+        # path compares them all at once.
+        self._input_tail = None
+        if self.output_shape is not None:
+            spatial = self._input_spatial()
+            self._input_tail = (*spatial, input_channels) if self._channel_axis == -1 else (input_channels, *spatial)
         self._check_output_shape(inputs)
         dtype = tf.as_dtype(inputs.dtype)
         # Stored [*kernel, out, in]: the layout of the convolution this one transposes.
@@ -98,7 +109,11 @@ class _ConvNDTranspose(Module):
         if (
             inputs.dtype is not self.w.dtype
             or shape.rank != self.NUM_SPATIAL + 2
-            or shape[self._channel_axis] != self.input_channels
+            or (
+                shape[self._channel_axis] != self.input_channels
+                if self._input_tail is None
+                else tuple(shape.as_list()[1:]) != self._input_tail
+            )
         ):
             self._check(inputs)
         outputs = tf.nn.conv_transpose(
@@ -131,17 +146,21 @@ class _ConvNDTranspose(Module):
         dims = [batch, *spatial, *channels] if self._channel_axis == -1 else [batch, *channels, *spatial]
         return dims if all(isinstance(d, int) for d in dims) else tf.stack(dims)
 
+    def _input_spatial(self) -> list[int]:
+        """The input's spatial size that a convolution of an `output_shape` input gives."""
+        valid = self.padding == "VALID"
+        # A convolution maps size o to ceil(o / s) ("SAME") or ceil((o - k + 1) / s) ("VALID").
+        return [
+            -(-(o - (k - 1 if valid else 0)) // s)
+            for o, k, s in zip(self.output_shape, self._effective_kernel, self.stride)
+        ]
+
     def _check_output_shape(self, inputs: tf.Tensor) -> None:
         """Raises unless a convolution of an `output_shape` input would give `inputs`' size."""
         if self.output_shape is None:
             return
         sizes = self._spatial(inputs.shape.as_list())
-        valid = self.padding == "VALID"
-        # A convolution maps size o to ceil(o / s) ("SAME") or ceil((o - k + 1) / s) ("VALID").
-        expected = [
-            -(-(o - (k - 1 if valid else 0)) // s)
-            for o, k, s in zip(self.output_shape, self._effective_kernel, self.stride)
-        ]
+        expected = self._input_spatial()
         if any(g is not None and g != e for g, e in zip(sizes, expected)):
             raise ValueError(
                 f"{utils.describe(self)}: output_shape {list(self.output_shape)} with stride "
@@ -153,6 +172,7 @@ class _ConvNDTranspose(Module):
         utils.check_dtype(self, inputs, self.w.dtype)
         utils.check_rank(self, inputs, self.NUM_SPATIAL + 2, layout=f"[{', '.join(self.data_format)}]")
         utils.check_size(self, inputs, self._channel_axis, self.input_channels, meaning="input channels")
+        self._check_output_shape(inputs)
 
 
 _ARGS_DOC = """

@@ -19,7 +19,7 @@ them inside `strategy.run`. Two things are the step's business, not the modules'
    | update counters (integers)                    | "first"            | every replica counts the same steps               |
    | SpectralNorm power-iteration vector           | "first"            | computed from the (synchronised) weight; the first replica's value is written everywhere |
    | optimizer slots and step counter              | "none"             | computed from all-reduced gradients, so identical by construction |
-   | Dropout generator state                       | "none"             | every replica advances its copy by the same amount (TensorFlow mixes the replica id into the draw, so masks still differ) |
+   | Dropout random state                          | "none"             | every call advances each copy by one fixed step, whatever the replica's batch size; the replica id picks the counter block of the draw, so masks still differ |
 """
 
 from typing import Any, Sequence

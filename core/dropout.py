@@ -1,8 +1,10 @@
 """Dropout: zero a random fraction of the input while training (Srivastava et al., 2014)."""
 
+import functools
 import numbers
-from typing import Sequence
+from typing import Any, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from core import distribute, utils
@@ -11,7 +13,22 @@ from core.module import Module, once
 # Named, not auto-selected: TensorFlow promises that Philox gives the same numbers from
 # the same state on CPU, GPU and XLA.
 _ALG = "philox"
+_PHILOX = tf.random.Algorithm.PHILOX.value
 _INT32_SPAN = 2.0**32
+
+
+def _flag(module: Module, value: Any) -> bool | tf.Tensor:
+    """`is_training` as a Python bool, or as a boolean scalar tensor; anything else is an error."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if tf.is_tensor(value) or isinstance(value, tf.Variable):
+        if value.dtype == tf.bool and value.shape.rank in (None, 0):
+            return value
+        raise TypeError(
+            f"{utils.describe(module)}: is_training must be a boolean scalar, got dtype {value.dtype.name} "
+            f"and shape {value.shape}"
+        )
+    raise TypeError(f"{utils.describe(module)}: is_training must be a bool or a boolean scalar tensor, got {value!r}")
 
 
 class Dropout(Module):
@@ -22,22 +39,28 @@ class Dropout(Module):
     Sonnet; Srivastava et al., 2014, JMLR 15). When not training, or when `rate` is 0, the
     input comes back unchanged.
 
-    Randomness. The module owns a `tf.random.Generator`, whose state is the variable
-    `rng_state`, created on the first call (training or not). With `seed` it starts from
-    that seed; without, it is split off `tf.random.get_global_generator()` when the module
-    is built, so `core.utils.set_seed` makes runs reproducible. Each training call draws
-    uniform 32-bit integers from the generator (stateless Philox kernels keyed by its
-    state) and keeps an element when its draw is above a threshold set by `rate`.
-    Integer Philox draws are the same on CPU, GPU and XLA (float draws are not), so eager,
+    Randomness. The module's random state is the variable `rng_state` (the state of a
+    Philox `tf.random.Generator`: a 128-bit counter and a 64-bit key), created on the
+    first call (training or not). With `seed` it starts from that seed; without, its key
+    is drawn from `tf.random.get_global_generator()` when the module is built, so
+    `core.utils.set_seed` makes runs reproducible. Each training call advances the
+    counter by one fixed step, whatever the input's size, and hashes the old key and
+    counter into a fresh Philox key (what `Generator.make_seeds` does); the mask's
+    uniform 32-bit integers come from the stateless Philox kernel under that key, and
+    an element is kept when its draw is at least a threshold set by `rate`. Integer
+    Philox draws are the same on CPU, GPU and XLA (float draws are not), so eager,
     `tf.function` and XLA give the same mask from the same state; the state is saved in
     checkpoints, and a restored module continues the same stream.
 
-    Under a `tf.distribute` strategy (build it in the strategy's scope), every replica
-    advances its own copy of the state by the same amount, so the copies stay identical,
-    while TensorFlow mixes the replica id into each replica's seed, so replicas drop
-    different elements. Call `core.utils.set_seed` (or `tf.random.get_global_generator()`)
-    before entering a strategy's scope: TensorFlow creates the global generator on first
-    use, and if that happens inside a scope it is tied to that strategy.
+    Under a `tf.distribute` strategy (build it in the strategy's scope and call it
+    inside `strategy.run`), every replica advances its own copy of the state by the same
+    fixed step, so the copies stay identical even when the replicas' batches differ in
+    size, while each replica draws its mask from its own block of counters (the
+    replica id is the counter's high word), so replicas drop different elements.
+    Replica 0 draws what a single device would. Call `core.utils.set_seed` (or
+    `tf.random.get_global_generator()`) before entering a strategy's scope: TensorFlow
+    creates the global generator on first use, and if that happens inside a scope it is
+    tied to that strategy.
 
     Unlike Sonnet's `Dropout`, which calls the stateful `tf.nn.dropout`, masks here are
     reproducible; the distribution of masks is the same.
@@ -81,11 +104,15 @@ class Dropout(Module):
             raise TypeError(f"{utils.describe(self)}: rate must be a float or a scalar tensor, got {rate!r}")
         if noise_shape is not None:
             noise_shape = tuple(noise_shape)
-            if not all(d is None or (isinstance(d, int) and d >= 1) for d in noise_shape):
+            if not all(
+                d is None or (isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1)
+                for d in noise_shape
+            ):
                 raise ValueError(
                     f"{utils.describe(self)}: noise_shape entries must be positive ints or None, "
                     f"got {noise_shape!r}"
                 )
+            noise_shape = tuple(None if d is None else int(d) for d in noise_shape)
         if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
             raise TypeError(f"{utils.describe(self)}: seed must be an int or None, got {seed!r}")
         self.rate = rate
@@ -105,11 +132,9 @@ class Dropout(Module):
                 # key from the global stream, with the counter at zero.
                 key = tf.random.get_global_generator().uniform_full_int([], tf.int64)
                 state = tf.stack([tf.constant(0, tf.int64), tf.constant(0, tf.int64), key])
-        # "none": each replica's generator advances its own copy by the same amount, so
+        # "none": each replica advances its own copy by the same fixed step per call, so
         # the copies never differ and need no communication.
         self.rng_state = distribute.state_variable(state, name="rng_state", aggregation="none", dtype=tf.int64)
-        # Kept out of attribute tracking: the checkpoint holds `rng_state` once, directly.
-        self.__dict__["_generator"] = tf.random.Generator(state=self.rng_state, alg=_ALG)
 
     def __call__(self, x: tf.Tensor, is_training: bool | tf.Tensor) -> tf.Tensor:
         """Applies dropout to `x` when `is_training` is true; returns `x` otherwise.
@@ -122,11 +147,17 @@ class Dropout(Module):
           A tensor like `x`.
 
         Raises:
-          TypeError: if `x` is not floating point.
+          TypeError: if `x` is not floating point, or `is_training` is not a bool.
           ValueError: if `noise_shape` does not broadcast against `x`.
+          RuntimeError: on a training call under a strategy outside `strategy.run`.
         """
         self._initialize(x)
-        if not tf.is_tensor(is_training):
+        if is_training is True:
+            return self._drop(x)
+        if is_training is False:
+            return x
+        is_training = _flag(self, is_training)
+        if isinstance(is_training, bool):
             return self._drop(x) if is_training else x
         return tf.cond(is_training, lambda: self._drop(x), lambda: tf.identity(x))
 
@@ -140,18 +171,64 @@ class Dropout(Module):
             rate = tf.cast(self.rate, tf.float64)
             threshold = tf.cast(tf.minimum(tf.round(rate * _INT32_SPAN) - 2.0**31, 2.0**31 - 1), tf.int32)
             scale = tf.cast(1.0 / (1.0 - rate), x.dtype)
-        # The generator's own draw runs the stateless Philox kernel on a key and counter
-        # read from its state (mixing in the replica id under a strategy). It is identical
-        # on every backend for integers, and a third of the eager cost of `make_seeds`
-        # followed by a stateless op, whose seed scrambling alone takes a dozen small ops.
-        bits = self._generator.uniform_full_int(self._mask_shape(x), tf.int32)
+        keep = tf.raw_ops.GreaterEqual(x=self._random_bits(self._mask_shape(x)), y=threshold)
         # `where`, not a multiply by the mask, so dropped NaNs and infinities become zeros.
-        return tf.where(bits >= threshold, x * scale, tf.zeros([], x.dtype))
+        # (Raw ops here and below: the same kernels as `tf.where` and `*`, without the
+        # Python dispatch layers that would double the eager cost of a small call.)
+        return tf.raw_ops.SelectV2(condition=keep, t=tf.raw_ops.Mul(x=x, y=scale), e=0.0)
 
-    def _mask_shape(self, x: tf.Tensor) -> tf.Tensor | list[int]:
+    def _random_bits(self, shape: tf.Tensor) -> tf.Tensor:
+        """Uniform int32s of `shape`; advances `rng_state` by one fixed step, whatever `shape` is.
+
+        `Generator.uniform_full_int` would advance the state by the size of the draw, so
+        replicas with batches of different sizes would drift apart; the stateless
+        `tf.random` functions with an explicit algorithm scramble their seed in a dozen
+        small ops. These five ops are the whole of it, and XLA compiles each to the same
+        numbers as the CPU kernels.
+        """
+        counter = _host_constant((0, 0), tf.uint64)
+        if tf.distribute.has_strategy():
+            counter = self._replica_counter()
+        # The state before the skip: the counter (two words), then the key.
+        state = tf.raw_ops.RngReadAndSkip(
+            resource=self.rng_state.handle, alg=_PHILOX, delta=_host_constant(1, tf.uint64)
+        )
+        old_counter, old_key = tf.raw_ops.SplitV(
+            value=tf.bitcast(state, tf.uint64),
+            size_splits=_host_constant((2, 1), tf.int32),
+            axis=_host_constant(0, tf.int32),
+            num_split=2,
+        )
+        # A fresh key per call, hashed from the old key and counter: the next call's
+        # counter differs, so its key does too, and masks of any size never reuse one
+        # another's Philox blocks.
+        key = tf.raw_ops.StatelessRandomUniformFullIntV2(
+            shape=_host_constant((1,), tf.int32), key=old_key, counter=old_counter, alg=_PHILOX, dtype=tf.uint64
+        )
+        return tf.raw_ops.StatelessRandomUniformFullIntV2(
+            shape=shape, key=key, counter=counter, alg=_PHILOX, dtype=tf.int32
+        )
+
+    def _replica_counter(self) -> tf.Tensor:
+        """The first Philox counter of this replica's draw: the replica id in its high word."""
+        context = tf.distribute.get_replica_context()
+        if context is None:
+            raise RuntimeError(
+                f"{utils.describe(self)}: a training call under a tf.distribute strategy must run inside "
+                "strategy.run, where each replica advances its own copy of the random state"
+            )
+        replica = context.replica_id_in_sync_group
+        static = tf.get_static_value(replica)
+        if static is not None:
+            return _host_constant((0, int(static)), tf.uint64)
+        return tf.stack([tf.constant(0, tf.uint64), tf.cast(replica, tf.uint64)])
+
+    def _mask_shape(self, x: tf.Tensor) -> tf.Tensor:
         shape = x.shape
         if self.noise_shape is None:
-            return shape.as_list() if shape.is_fully_defined() else tf.shape(x)
+            if shape.is_fully_defined():
+                return _host_constant(tuple(shape.as_list()), tf.int32)
+            return tf.shape(x)
         noise = self.noise_shape
         if shape.rank is not None:
             fits = len(noise) == shape.rank and all(
@@ -163,6 +240,18 @@ class Dropout(Module):
                     f"inputs of shape {shape}"
                 )
         if all(n is not None for n in noise):
-            return list(noise)
+            return _host_constant(noise, tf.int32)
         dynamic = tf.shape(x)
         return tf.stack([dynamic[i] if n is None else n for i, n in enumerate(noise)])
+
+
+@functools.lru_cache(maxsize=256)
+def _host_constant(value: int | tuple[int, ...], dtype: tf.DType) -> tf.Tensor:
+    """A small eager constant, made once.
+
+    Raw ops convert Python lists to tensors on a slow path (tens of microseconds each in
+    eager mode); a traced function captures a small eager tensor as a constant, so XLA
+    still sees a compile-time shape.
+    """
+    with tf.init_scope(), tf.device("/cpu:0"):
+        return tf.constant(value, dtype)

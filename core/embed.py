@@ -1,6 +1,7 @@
 """Embed: a lookup table from integer ids to learned vectors."""
 
 import math
+import numbers
 
 import tensorflow as tf
 
@@ -8,9 +9,14 @@ from core import initializers, utils
 from core.module import Module
 
 
+def _is_int(value) -> bool:
+    """Python and NumPy integers; not bools."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def embedding_dim(vocab_size: int) -> int:
     """A rule-of-thumb embedding size for a vocabulary: round(6 * vocab_size ** 0.25), as Sonnet uses."""
-    if not isinstance(vocab_size, int) or vocab_size < 1:
+    if not _is_int(vocab_size) or vocab_size < 1:
         raise ValueError(f"embedding_dim needs a positive int vocab_size, got {vocab_size!r}")
     return int(round(6.0 * math.sqrt(math.sqrt(vocab_size))))
 
@@ -33,15 +39,17 @@ class Embed(Module):
     `densify_gradients`.
 
     Args:
-      vocab_size: number of rows (ids 0 .. vocab_size - 1). Give it or `existing_vocab`.
+      vocab_size: number of rows (ids 0 .. vocab_size - 1), a Python or NumPy integer.
+        Give it or `existing_vocab`.
       embed_dim: size of each vector; defaults to round(6 * vocab_size ** 0.25).
       existing_vocab: a [vocab_size, embed_dim] table to start from (converted to
         `dtype`); then `vocab_size`, `embed_dim` and `initializer` must not be given.
       densify_gradients: make the table's gradient a dense tensor. That suits small
         vocabularies (up to thousands of rows), where scattering slices costs more than
         adding a dense tensor; leave it off for large ones.
-      initializer: initializer of the table; a truncated normal with standard deviation
-        1 by default, as in Sonnet.
+      initializer: initializer of the table; `TruncatedNormal()` by default, as in
+        Sonnet: a unit normal cut at two standard deviations, whose actual standard
+        deviation is about 0.88.
       trainable: whether the table is a trainable variable.
       dtype: the table's dtype (floating point).
       name: module name.
@@ -70,9 +78,10 @@ class Embed(Module):
             if vocab_size is None:
                 raise ValueError(f"{utils.describe(self)}: give vocab_size or existing_vocab")
             for what, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim)):
-                if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                if value is not None and (not _is_int(value) or value < 1):
                     raise ValueError(f"{utils.describe(self)}: {what} must be a positive int, got {value!r}")
-            embed_dim = embed_dim or embedding_dim(vocab_size)
+            vocab_size = int(vocab_size)
+            embed_dim = embedding_dim(vocab_size) if embed_dim is None else int(embed_dim)
             initializer = initializer or initializers.TruncatedNormal()
             table = initializer([vocab_size, embed_dim], dtype)
         else:
@@ -95,8 +104,13 @@ class Embed(Module):
     def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
         """Looks up `inputs`, integer ids of any shape; returns [*inputs.shape, embed_dim].
 
-        Ids outside [0, vocab_size) raise an error on CPU (TensorFlow's gather checks
-        them there); on GPU they give zero vectors.
+        Ids outside [0, vocab_size) are not checked here, and what they give depends
+        on where the lookup runs: eagerly or in a `tf.function` on CPU, TensorFlow's
+        gather raises `InvalidArgumentError`; on GPU it returns zero vectors; compiled
+        with XLA (`jit_compile=True`, on CPU too) it clamps them silently, so an id
+        >= vocab_size gets the last row and a negative id the first. A check of its own
+        would cost a reduction over the ids on every call (and XLA drops assertions),
+        so validate ids where they are made if they can be out of range.
 
         Raises:
           TypeError: if `inputs` is not an integer tensor.

@@ -5,9 +5,11 @@ mean is large against the spread (see its docstring).
 """
 
 import collections.abc
+import numbers
 import re
 from typing import Iterable
 
+import numpy as np
 import tensorflow as tf
 
 from core import initializers, utils
@@ -58,16 +60,21 @@ def _channel_index(module: Module, data_format: str) -> int:
     )
 
 
+def _is_int(value) -> bool:
+    """An integer, Python's or NumPy's, but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def _check_axis(module: Module, axis: Axis) -> int | slice | tuple[int, ...]:
-    """Validates the `axis` argument; ints and sequences of ints come back as a tuple."""
+    """Validates the `axis` argument; ints and sequences of ints come back as a tuple of ints."""
     if isinstance(axis, slice):
         return axis
-    if isinstance(axis, int) and not isinstance(axis, bool):
-        return (axis,)
+    if _is_int(axis):
+        return (int(axis),)
     if isinstance(axis, collections.abc.Iterable) and not isinstance(axis, str):
         axes = tuple(axis)
-        if all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
-            return axes
+        if all(_is_int(a) for a in axes):
+            return tuple(int(a) for a in axes)
     raise ValueError(f"{utils.describe(module)}: axis must be an int, a slice or a sequence of ints, got {axis!r}")
 
 
@@ -93,7 +100,7 @@ def _check_param_args(module: Module, create_scale: bool, create_offset: bool, s
         raise ValueError(f"{utils.describe(module)}: scale_init given but create_scale=False")
     if not create_offset and offset_init is not None:
         raise ValueError(f"{utils.describe(module)}: offset_init given but create_offset=False")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
         raise ValueError(f"{utils.describe(module)}: eps must be a non-negative number, got {eps!r}")
 
 
@@ -144,7 +151,7 @@ class LayerNorm(Module):
         self._axis = _check_axis(self, axis)
         _check_param_args(self, create_scale, create_offset, scale_init, offset_init, eps)
         self._channel_index = _channel_index(self, data_format)
-        self.eps = eps
+        self.eps = float(eps)
         self.data_format = data_format
         self.create_scale = create_scale
         self.create_offset = create_offset
@@ -171,17 +178,19 @@ class LayerNorm(Module):
 
         Args:
           inputs: a float tensor of the rank of the first call's inputs.
-          scale: a tensor broadcastable to `inputs`, multiplying the normalised values;
-            only when the module has no scale variable.
-          offset: a tensor broadcastable to `inputs`, added last; only when the module
-            has no offset variable.
+          scale: a tensor whose shape broadcasts to the inputs' shape (per channel, or
+            per example such as [batch, 1, channels]), multiplying the normalised
+            values; only when the module has no scale variable.
+          offset: a tensor shaped as `scale`, added last; only when the module has no
+            offset variable.
 
         Returns:
           A tensor of the shape and dtype of `inputs`.
 
         Raises:
-          ValueError: on a rank or channel count other than the first call's, or a
-            scale/offset given although the module owns one.
+          ValueError: on a rank or channel count other than the first call's, a
+            scale/offset given although the module owns one, or one whose shape would
+            broadcast the inputs to a bigger shape.
           TypeError: on a dtype other than the first call's.
         """
         self._initialize(inputs)
@@ -192,7 +201,7 @@ class LayerNorm(Module):
             or (self._channels is not None and shape[self._channel_index] != self._channels)
         ):
             _check_inputs(self, inputs)
-        scale, offset = _params(self, scale, offset)
+        scale, offset = _params(self, shape, scale, offset)
         x = inputs
         if self._dtype in _HALF:
             x = tf.cast(x, tf.float32)
@@ -246,13 +255,13 @@ class GroupNorm(Module):
         name: str | None = None,
     ):
         super().__init__(name=name)
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        if not _is_int(groups) or groups < 1:
             raise ValueError(f"{utils.describe(self)}: groups must be a positive int, got {groups!r}")
         self._axis = _check_axis(self, axis)
         _check_param_args(self, create_scale, create_offset, scale_init, offset_init, eps)
         self._channel_index = _channel_index(self, data_format)
-        self.groups = groups
-        self.eps = eps
+        self.groups = int(groups)
+        self.eps = float(eps)
         self.data_format = data_format
         self.create_scale = create_scale
         self.create_offset = create_offset
@@ -294,22 +303,25 @@ class GroupNorm(Module):
 
         Args:
           inputs: a float tensor of the rank and channel count of the first call's.
-          scale: a tensor broadcastable to `inputs`; only without a scale variable.
-          offset: a tensor broadcastable to `inputs`; only without an offset variable.
+          scale: a tensor whose shape broadcasts to the inputs' shape; only without a
+            scale variable.
+          offset: a tensor whose shape broadcasts to the inputs' shape; only without an
+            offset variable.
 
         Returns:
           A tensor of the shape and dtype of `inputs`.
 
         Raises:
-          ValueError: on a rank or channel count other than the first call's, or a
-            scale/offset given although the module owns one.
+          ValueError: on a rank or channel count other than the first call's, a
+            scale/offset given although the module owns one, or one whose shape would
+            broadcast the inputs to a bigger shape.
           TypeError: on a dtype other than the first call's.
         """
         self._initialize(inputs)
         shape = inputs.shape
         if inputs.dtype is not self._dtype or len(shape) != self._rank or shape[self._channel_index] != self._channels:
             _check_inputs(self, inputs)
-        scale, offset = _params(self, scale, offset)
+        scale, offset = _params(self, shape, scale, offset)
         dims = shape.as_list()
         if None in dims[1:]:
             dims = [d if d is not None else s for d, s in zip(dims, tf.unstack(tf.shape(inputs)))]
@@ -352,17 +364,41 @@ def _make_params(module, inputs: tf.Tensor, scale_init, offset_init) -> tuple[tf
     return scale, offset
 
 
-def _params(module, scale: tf.Tensor | None, offset: tf.Tensor | None):
+def _params(module, inputs_shape: tf.TensorShape, scale: tf.Tensor | None, offset: tf.Tensor | None):
     """The scale and offset to apply: the module's variables, or those given at call time."""
-    if module.scale is not None:
-        if scale is not None:
-            raise ValueError(f"{utils.describe(module)}: scale given at call time, but create_scale=True")
-        scale = module.scale
-    if module.offset is not None:
-        if offset is not None:
-            raise ValueError(f"{utils.describe(module)}: offset given at call time, but create_offset=True")
-        offset = module.offset
-    return scale, offset
+    if scale is None and offset is None:
+        return module.scale, module.offset
+    if module.scale is not None and scale is not None:
+        raise ValueError(f"{utils.describe(module)}: scale given at call time, but create_scale=True")
+    if module.offset is not None and offset is not None:
+        raise ValueError(f"{utils.describe(module)}: offset given at call time, but create_offset=True")
+    _check_broadcast(module, inputs_shape, scale, "scale")
+    _check_broadcast(module, inputs_shape, offset, "offset")
+    return (module.scale if scale is None else scale), (module.offset if offset is None else offset)
+
+
+def _check_broadcast(module: Module, inputs_shape: tf.TensorShape, value, what: str) -> None:
+    """Raises ValueError when `value` (a call-time scale or offset) would change the output's shape.
+
+    Per-example values such as [batch, 1, channels] broadcast to the inputs and are
+    fine; a value with more axes, or a size other than 1 or the inputs', would silently
+    broadcast the inputs up to a bigger output. Static shapes only: unknown sizes pass.
+    """
+    if value is None:
+        return
+    shape = getattr(value, "shape", None)
+    shape = tf.TensorShape(np.shape(value) if shape is None else shape)
+    if shape.rank is None or inputs_shape.rank is None:
+        return
+    ok = shape.rank <= inputs_shape.rank and all(
+        a is None or b is None or a == 1 or a == b
+        for a, b in zip(reversed(shape.as_list()), reversed(inputs_shape.as_list()))
+    )
+    if not ok:
+        raise ValueError(
+            f"{utils.describe(module)}: {what} of shape {shape} does not broadcast to the inputs' shape "
+            f"{inputs_shape}; the output must keep the inputs' shape"
+        )
 
 
 def _check_inputs(module, inputs: tf.Tensor) -> None:

@@ -1,6 +1,7 @@
 """Linear: an affine map of the last axis."""
 
 import math
+import numbers
 
 import tensorflow as tf
 
@@ -12,12 +13,14 @@ class Linear(Module):
     """`outputs = inputs @ w + b` over the last axis; leading axes are batch axes.
 
     Args:
-      output_size: size of the output's last axis.
+      output_size: size of the output's last axis (a Python or NumPy integer).
       with_bias: whether to add the bias `b`.
-      w_init: initializer of `w` [input_size, output_size]. The default is a truncated
-        normal with standard deviation 1/sqrt(input_size), which keeps the output's
-        variance near the input's for zero-centred inputs (Ioffe & Szegedy, 2015,
-        arXiv:1502.03167).
+      w_init: initializer of `w` [input_size, output_size]. The default, as in Sonnet,
+        is `TruncatedNormal(stddev=1/sqrt(input_size))`: a normal cut at two standard
+        deviations, whose actual standard deviation is about 0.88/sqrt(input_size).
+        Scaling by 1/sqrt(fan_in) keeps the outputs' variance near the inputs' for
+        independent zero-mean inputs (LeCun et al., 1998, "Efficient BackProp"); the
+        truncation makes it about 0.77 times the inputs'.
       b_init: initializer of `b` [output_size]; zeros by default.
       name: module name.
     """
@@ -31,11 +34,11 @@ class Linear(Module):
         name: str | None = None,
     ):
         super().__init__(name=name)
-        if not isinstance(output_size, int) or output_size < 1:
+        if not isinstance(output_size, numbers.Integral) or isinstance(output_size, bool) or output_size < 1:
             raise ValueError(f"{utils.describe(self)}: output_size must be a positive int, got {output_size!r}")
         if not with_bias and b_init is not None:
             raise ValueError(f"{utils.describe(self)}: b_init given but with_bias=False")
-        self.output_size = output_size
+        self.output_size = int(output_size)
         self.with_bias = with_bias
         self.w_init = w_init
         self.b_init = b_init

@@ -95,6 +95,28 @@ def _in_name_scope(method: Callable[..., Any]) -> Callable[..., Any]:
     return scoped
 
 
+def _scoped_tf_function(fn: tf.types.experimental.PolymorphicFunction) -> Any:
+    """Rebuilds a `tf.function` method so that its Python body runs in the module's scope.
+
+    The scope has to be entered inside the traced body: a trace does not inherit the name
+    scope of its caller. TensorFlow has no public way to re-wrap a `tf.function`'s Python
+    function (Sonnet uses the private `_decorate`), so a new one is made from the public
+    attributes of the old: `python_function`, `input_signature` and
+    `function_spec.jit_compile`. `autograph`, `reduce_retracing`,
+    `experimental_implements`, `experimental_autograph_options` and
+    `experimental_attributes` are stored only in private fields, so they take
+    `tf.function`'s defaults (see `Module`).
+    """
+    python_function = fn.python_function
+    if getattr(python_function, _NO_NAME_SCOPE, False):
+        return fn
+    return tf.function(
+        _wrap_attribute(python_function),
+        input_signature=fn.input_signature,
+        jit_compile=fn.function_spec.jit_compile,
+    )
+
+
 def _wrap_attribute(value: Any) -> Any:
     """Returns `value` wrapped to run in the module's name scope, or unchanged."""
     if isinstance(value, property):
@@ -102,10 +124,12 @@ def _wrap_attribute(value: Any) -> Any:
             *(None if f is None else _wrap_attribute(f) for f in (value.fget, value.fset, value.fdel)),
             doc=value.__doc__,
         )
-    if not inspect.isfunction(value) or getattr(value, _NO_NAME_SCOPE, False):
-        # staticmethod, classmethod and tf.function objects are left alone; a
-        # tf.function method can enter `self.name_scope` itself if it creates variables.
+    if getattr(value, _NO_NAME_SCOPE, False):
         return value
+    if isinstance(value, tf.types.experimental.PolymorphicFunction):
+        return _scoped_tf_function(value)
+    if not inspect.isfunction(value):
+        return value  # staticmethod, classmethod, other descriptors
     inner = getattr(value, _ONCE_WRAPPED, None)
     if inner is not None:
         # Put the scope inside `once`, so later calls skip the scope as well as the body.
@@ -142,6 +166,13 @@ class Module(tf.Module, metaclass=_ModuleType):
     normally created lazily, on the first call, by a method decorated with `@once`, so
     their shapes come from the input. A module may have several forward methods; they
     share the module's variables.
+
+    `@tf.function` methods run in the scope too: each is rebuilt as a `tf.function`
+    whose traces enter it, keeping its `input_signature` and `jit_compile`. Its other
+    options (`autograph`, `reduce_retracing`, the `experimental_*` ones) cannot be read
+    back through TensorFlow's public API, so they revert to `tf.function`'s defaults; to
+    keep them, mark the method `@no_name_scope` (above `@tf.function`) and enter
+    `self.name_scope` in its body.
 
     Args:
       name: the module's name, a valid Python identifier. Defaults to the class name

@@ -25,10 +25,17 @@ class ExponentialMovingAverage(Module):
     (decay 0), and decay applies from then on.
 
     The variables are `counter` (int64, made with the module), `hidden` and `average`
-    (made from the first value, with its shape and dtype). Under a `tf.distribute`
-    strategy `hidden` and `average` use the "mean" policy of `core.distribute` (the
-    writes of all replicas are averaged, so the average follows the mean of the
-    replicas' values) and `counter` the "first" policy.
+    (made from the first value, with its shape; `average` has its dtype). For float16
+    and bfloat16 values `hidden` is float32 and the arithmetic runs in float32, and
+    only the average is rounded to the values' dtype: in bfloat16 a decay of 0.999 is
+    1.0 (the debiasing would divide by zero), and a bfloat16 `hidden` would stop moving
+    once its steps, (1 - decay) times the values, fall below its resolution (a constant
+    1 averaged to 0.26 after 3000 steps). Float32 and float64 values keep every
+    variable in their dtype, as Sonnet does for all dtypes.
+
+    Under a `tf.distribute` strategy `hidden` and `average` use the "mean" policy of
+    `core.distribute` (the writes of all replicas are averaged, so the average follows
+    the mean of the replicas' values) and `counter` the "first" policy.
 
     Args:
       decay: weight of the past, in [0, 1): close to 1 averages over many values,
@@ -54,9 +61,13 @@ class ExponentialMovingAverage(Module):
         warmup_length: int = 0,
     ):
         super().__init__(name=name)
-        if isinstance(decay, numbers.Real) and not 0.0 <= decay < 1.0:
-            raise ValueError(f"{utils.describe(self)}: decay must be in [0, 1), got {decay!r}")
-        if not isinstance(warmup_length, numbers.Integral) or warmup_length < 0:
+        if isinstance(decay, bool) or not (isinstance(decay, numbers.Real) or tf.is_tensor(decay)):
+            raise TypeError(f"{utils.describe(self)}: decay must be a number or a scalar tensor, got {decay!r}")
+        if isinstance(decay, numbers.Real):
+            if not 0.0 <= decay < 1.0:
+                raise ValueError(f"{utils.describe(self)}: decay must be in [0, 1), got {decay!r}")
+            decay = float(decay)
+        if isinstance(warmup_length, bool) or not isinstance(warmup_length, numbers.Integral) or warmup_length < 0:
             raise ValueError(f"{utils.describe(self)}: warmup_length must be a non-negative int, got {warmup_length!r}")
         if warmup_length and zero_debias:
             raise ValueError(
@@ -85,7 +96,7 @@ class ExponentialMovingAverage(Module):
 
     @once
     def initialize(self, value: tf.Tensor) -> None:
-        """Creates `hidden` and `average`, zeros with `value`'s shape and dtype.
+        """Creates `hidden` and `average`, zeros of `value`'s shape (see the class docstring for dtypes).
 
         `update` calls it; call it yourself to have the variables before the first update.
         """
@@ -94,51 +105,58 @@ class ExponentialMovingAverage(Module):
         shape = value.shape
         if not shape.is_fully_defined():
             raise ValueError(f"{utils.describe(self)}: the shape of the values must be fully known, got shape {shape}")
-        zeros = tf.zeros(shape, value.dtype)
-        self._hidden = distribute.state_variable(zeros, name="hidden", aggregation="mean")
-        self.average = distribute.state_variable(zeros, name="average", aggregation="mean")
+        compute = tf.float64 if value.dtype == tf.float64 else tf.float32
+        self._hidden = distribute.state_variable(tf.zeros(shape, compute), name="hidden", aggregation="mean")
+        self.average = distribute.state_variable(tf.zeros(shape, value.dtype), name="average", aggregation="mean")
 
     def update(self, value: tf.Tensor) -> None:
         """Folds `value` into the average (same shape and dtype at every update)."""
         if not isinstance(value, tf.Tensor):
             value = tf.convert_to_tensor(value)
         self.initialize(value)
-        hidden = self._hidden
-        if value.dtype is not hidden.dtype or value.shape != hidden.shape:
+        average = self.average
+        if value.dtype is not average.dtype or value.shape != average.shape:
             self._check(value)
         self._step(value)
 
     def _check(self, value: tf.Tensor) -> None:
-        utils.check_dtype(self, value, self._hidden.dtype, what="values")
-        if value.shape != self._hidden.shape:
+        utils.check_dtype(self, value, self.average.dtype, what="values")
+        if value.shape != self.average.shape:
             raise ValueError(
-                f"{utils.describe(self)}: expected values of shape {self._hidden.shape} (the shape of the "
+                f"{utils.describe(self)}: expected values of shape {self.average.shape} (the shape of the "
                 f"first value), got shape {value.shape}"
             )
 
     def _step(self, value: tf.Tensor, enabled: tf.Tensor | None = None) -> None:
         """The update itself. `enabled`, a boolean scalar, skips it without control flow.
 
+        `value` has the average's dtype or the hidden value's (float32 for float16 and
+        bfloat16 averages, so a caller can pass unrounded values).
+
         No `tf.cond` here: inside a replica context the writes synchronise replicas,
         which MirroredStrategy does not allow in a branch of a conditional.
         """
-        dtype = value.dtype
+        compute = self._hidden.dtype
+        if value.dtype != compute:
+            value = tf.cast(value, compute)
         self._counter.assign_add(1 if enabled is None else tf.cast(enabled, tf.int64))
-        counter = tf.cast(self._counter, dtype)
-        if isinstance(self._decay, numbers.Real):
-            # 1 - decay in double precision before rounding to the value's dtype, as Sonnet.
-            decay, rate = tf.constant(self._decay, dtype), 1.0 - self._decay
+        counter = tf.cast(self._counter, compute)
+        if isinstance(self._decay, float):
+            # 1 - decay in double precision before rounding, as Sonnet.
+            decay, rate = tf.constant(self._decay, compute), 1.0 - self._decay
         else:
-            decay = tf.cast(self._decay, dtype)
+            decay = tf.cast(self._decay, compute)
             rate = 1.0 - decay
         if self.warmup_length:
-            decay = tf.where(counter <= 0, tf.zeros([], dtype), decay)
+            decay = tf.where(counter <= 0, tf.zeros([], compute), decay)
             rate = 1.0 - decay
         delta = (self._hidden - value) * rate
         if enabled is not None:
             delta = tf.where(enabled, delta, tf.zeros_like(delta))
         self._hidden.assign_sub(delta)
         average = self._hidden / (1.0 - tf.pow(decay, counter)) if self.zero_debias else self._hidden.read_value()
+        if average.dtype != self.average.dtype:
+            average = tf.cast(average, self.average.dtype)
         if enabled is not None:
             average = tf.where(enabled, average, self.average)
         self.average.assign(average)

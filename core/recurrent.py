@@ -14,6 +14,7 @@ times more slowly.
 import abc
 import collections
 import math
+import numbers
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -33,6 +34,7 @@ __all__ = [
     "deep_rnn_with_residual_connections",
     "dynamic_unroll",
     "static_unroll",
+    "checkpointed_unroll",
 ]
 
 _raw = tf.raw_ops
@@ -66,10 +68,28 @@ class RNNCore(Module, metaclass=_RNNCoreType):
 # --- shared helpers -------------------------------------------------------------------
 
 
+def _is_int(value: Any) -> bool:
+    """Python and NumPy integers; not bools."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _positive_int(module: Module, value: Any, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not _is_int(value) or value < 1:
         raise ValueError(f"{utils.describe(module)}: {what} must be a positive int, got {value!r}")
-    return value
+    return int(value)
+
+
+def _summary(value: Any) -> str:
+    """Says what a bad state is, for errors: `a tuple of length 1: (tensor (2, 3))`."""
+
+    def leaf(x):
+        return f"tensor {tf.TensorShape(x.shape)}" if hasattr(x, "shape") else type(x).__name__
+
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of length {len(value)}: ({', '.join(leaf(x) for x in value)})"
+    if hasattr(value, "shape"):
+        return f"a single {leaf(value)}"
+    return "None" if value is None else f"a {type(value).__name__}"
 
 
 def _floating_dtype(module: Module, dtype: Any) -> tf.DType:
@@ -183,13 +203,17 @@ class LSTM(RNNCore):
     Args:
       hidden_size: size of the cell and, without projection, of the hidden state.
       projection_size: if set, the hidden state is projected to this size.
-      projection_init: initializer of `projection`; a truncated normal with standard
-        deviation 1/sqrt(hidden_size) by default. Only with `projection_size`.
-      w_i_init: initializer of `w_i`; a truncated normal with standard deviation
-        1/sqrt(input_size) by default, which keeps the pre-activations' variance near the
-        inputs' (Ioffe & Szegedy, 2015, arXiv:1502.03167).
-      w_h_init: initializer of `w_h`; truncated normal with standard deviation
-        1/sqrt(hidden state size) by default, for the same reason.
+      projection_init: initializer of `projection`;
+        `TruncatedNormal(stddev=1/sqrt(hidden_size))` by default. Only with
+        `projection_size`.
+      w_i_init: initializer of `w_i`; by default, as in Sonnet,
+        `TruncatedNormal(stddev=1/sqrt(input_size))`, a normal cut at two standard
+        deviations whose actual standard deviation is about 0.88/sqrt(input_size). The
+        1/sqrt(fan_in) scale keeps the pre-activations' variance near the inputs' for
+        independent zero-mean inputs (LeCun et al., 1998, "Efficient BackProp"); the
+        truncation makes it about 0.77 times the inputs'.
+      w_h_init: initializer of `w_h`; by default
+        `TruncatedNormal(stddev=1/sqrt(hidden state size))`, for the same reason.
       b_init: initializer of `b`; zeros by default.
       forget_bias: added to the forget gate's bias at initialisation, so that the cell
         remembers by default early in training (Jozefowicz et al., 2015, "An Empirical
@@ -221,11 +245,11 @@ class LSTM(RNNCore):
         super().__init__(name=name)
         self._hidden_size = _positive_int(self, hidden_size, "hidden_size")
         if projection_size is not None:
-            _positive_int(self, projection_size, "projection_size")
+            projection_size = _positive_int(self, projection_size, "projection_size")
         elif projection_init is not None:
             raise ValueError(f"{utils.describe(self)}: projection_init given but projection_size is None")
         self._projection_size = projection_size
-        self._state_size = projection_size or hidden_size
+        self._state_size = projection_size or self._hidden_size
         self._projection_init = projection_init
         self._w_i_init = w_i_init
         self._w_h_init = w_h_init
@@ -233,8 +257,8 @@ class LSTM(RNNCore):
         self._forget_bias = float(forget_bias)
         self._dtype = _floating_dtype(self, dtype)
         self._layer_norm = bool(layer_norm)
-        self._per_gate_shape = np.array([-1, 4, hidden_size], np.int32)
-        self._gates_shape = np.array([-1, 4 * hidden_size], np.int32)
+        self._per_gate_shape = np.array([-1, 4, self._hidden_size], np.int32)
+        self._gates_shape = np.array([-1, 4 * self._hidden_size], np.int32)
 
     @property
     def hidden_size(self) -> int:
@@ -285,13 +309,17 @@ class LSTM(RNNCore):
         """One step on `inputs` [batch, input_size]; returns (h_t, LSTMState(h_t, c_t)).
 
         Raises:
-          ValueError: for inputs that are not [batch, input_size], or a state whose shape
-            or batch size does not fit them.
+          ValueError: for inputs that are not [batch, input_size], a state that is not a
+            pair (hidden, cell), or one whose shape or batch size does not fit them.
           TypeError: for inputs or state of a dtype other than the core's.
         """
         self._initialize(inputs)
-        hidden, cell = prev_state
-        dtype, xs, hs, cs = self._dtype, inputs.shape, hidden.shape, cell.shape
+        try:
+            hidden, cell = prev_state
+            hs, cs = hidden.shape, cell.shape
+        except (TypeError, ValueError, AttributeError):
+            raise self._bad_state(prev_state) from None
+        dtype, xs = self._dtype, inputs.shape
         # One cheap test on the hot path; the detailed checks run only when it fails.
         if (
             inputs.dtype is not dtype
@@ -306,7 +334,7 @@ class LSTM(RNNCore):
             or hs[0] != xs[0]
             or cs[0] != xs[0]
         ):
-            self._check(inputs, hidden, cell)
+            self._check(inputs, prev_state, hidden, cell)
         gates = _raw.AddV2(x=_raw.MatMul(a=inputs, b=self._w_i), y=_raw.MatMul(a=hidden, b=self._w_h))
         if self._layer_norm:
             return self._normalized_step(gates, cell)
@@ -328,7 +356,16 @@ class LSTM(RNNCore):
             next_hidden = _raw.MatMul(a=next_hidden, b=self.projection)
         return next_hidden, LSTMState(next_hidden, next_cell)
 
-    def _check(self, inputs: tf.Tensor, hidden: tf.Tensor, cell: tf.Tensor) -> None:
+    def _bad_state(self, prev_state: Any) -> ValueError:
+        return ValueError(
+            f"{utils.describe(self)}: prev_state must be LSTMState(hidden=[batch, {self._state_size}], "
+            f"cell=[batch, {self._hidden_size}]), as initial_state(batch_size) makes it; got "
+            f"{_summary(prev_state)}"
+        )
+
+    def _check(self, inputs: tf.Tensor, prev_state: Any, hidden: tf.Tensor, cell: tf.Tensor) -> None:
+        if not isinstance(prev_state, (tuple, list)):
+            raise self._bad_state(prev_state)  # a tensor, split along its first axis
         _check_dtype(self, inputs, self._dtype, "inputs")
         _check_dtype(self, hidden, self._dtype, "prev_state.hidden")
         _check_dtype(self, cell, self._dtype, "prev_state.cell")
@@ -382,7 +419,7 @@ class GRU(RNNCore):
         self._w_h_init = w_h_init or glorot_uniform
         self._b_init = b_init or initializers.Zeros()
         self._dtype = _floating_dtype(self, dtype)
-        self._splits = np.array([2 * hidden_size, hidden_size], np.int32)
+        self._splits = np.array([2 * self._hidden_size, self._hidden_size], np.int32)
 
     @property
     def hidden_size(self) -> int:
@@ -420,12 +457,16 @@ class GRU(RNNCore):
 
         Raises:
           ValueError: for inputs that are not [batch, input_size], or a state that is not
-            [batch, hidden_size].
+            one tensor [batch, hidden_size].
           TypeError: for inputs or state of a dtype other than the core's.
         """
         self._initialize(inputs)
         h = prev_state
-        dtype, xs, hs = self._dtype, inputs.shape, h.shape
+        try:
+            hs = h.shape
+        except AttributeError:
+            raise self._bad_state(prev_state) from None
+        dtype, xs = self._dtype, inputs.shape
         if (
             inputs.dtype is not dtype
             or h.dtype is not dtype
@@ -445,6 +486,12 @@ class GRU(RNNCore):
         a = _raw.AddV2(x=_raw.AddV2(x=a_x, y=_raw.MatMul(a=_raw.Mul(x=r, y=h), b=w_a)), y=b_a)
         next_h = _raw.AddV2(x=h, y=_raw.Mul(x=z, y=_raw.Sub(x=_raw.Tanh(x=a), y=h)))
         return next_h, next_h
+
+    def _bad_state(self, prev_state: Any) -> ValueError:
+        return ValueError(
+            f"{utils.describe(self)}: prev_state must be one tensor [batch, {self._hidden_size}], as "
+            f"initial_state(batch_size) makes it; got {_summary(prev_state)}"
+        )
 
     def _check(self, inputs: tf.Tensor, h: tf.Tensor) -> None:
         _check_dtype(self, inputs, self._dtype, "inputs")
@@ -489,10 +536,12 @@ class Conv2DLSTM(RNNCore):
       output_channels: channels of the hidden state and cell.
       kernel_shape: kernel size, an int or (kh, kw).
       data_format: "NHWC" or "NCHW".
-      w_i_init: initializer of the input kernel; a truncated normal with standard
-        deviation 1/sqrt(kh * kw * input_channels) by default (the fan in; Ioffe &
-        Szegedy, 2015, arXiv:1502.03167).
-      w_h_init: initializer of the hidden kernel; likewise, with fan in
+      w_i_init: initializer of the input kernel; by default, as in Sonnet,
+        `TruncatedNormal(stddev=1/sqrt(fan_in))` with fan_in = kh * kw * input_channels,
+        whose actual standard deviation, the normal being cut at two standard
+        deviations, is about 0.88/sqrt(fan_in). See `LSTM` for why 1/sqrt(fan_in)
+        (LeCun et al., 1998, "Efficient BackProp").
+      w_h_init: initializer of the hidden kernel; likewise, with fan_in =
         kh * kw * output_channels.
       b_init: initializer of `b`; zeros by default.
       forget_bias: added to the forget gate's bias at initialisation (Jozefowicz et
@@ -517,25 +566,29 @@ class Conv2DLSTM(RNNCore):
         super().__init__(name=name)
         if data_format not in ("NHWC", "NCHW"):
             raise ValueError(f"{utils.describe(self)}: data_format must be 'NHWC' or 'NCHW', got {data_format!r}")
+        if isinstance(input_shape, np.ndarray):
+            input_shape = input_shape.tolist()
         dims = list(input_shape) if isinstance(input_shape, (list, tuple, tf.TensorShape)) else None
-        if dims is None or len(dims) != 3 or not all(isinstance(d, int) and d > 0 for d in dims):
+        if dims is None or len(dims) != 3 or not all(_is_int(d) and d > 0 for d in dims):
             raise ValueError(
                 f"{utils.describe(self)}: input_shape must be three positive ints (the input's shape "
                 f"without the batch axis, {data_format[1:]}), got {input_shape!r}"
             )
-        kernel = [kernel_shape] * 2 if isinstance(kernel_shape, int) else list(kernel_shape)
-        if len(kernel) != 2 or not all(isinstance(k, int) and k > 0 for k in kernel):
+        if isinstance(kernel_shape, np.ndarray):
+            kernel_shape = kernel_shape.tolist()
+        kernel = [kernel_shape] * 2 if _is_int(kernel_shape) else list(kernel_shape)
+        if len(kernel) != 2 or not all(_is_int(k) and k > 0 for k in kernel):
             raise ValueError(
                 f"{utils.describe(self)}: kernel_shape must be a positive int or two of them, got {kernel_shape!r}"
             )
         self._output_channels = _positive_int(self, output_channels, "output_channels")
         # TensorShapes, not tuples: tf.Module would wrap a tuple attribute for tracking.
-        self._input_shape = tf.TensorShape(dims)
-        self._kernel = tf.TensorShape(kernel)
+        self._input_shape = tf.TensorShape([int(d) for d in dims])
+        self._kernel = tf.TensorShape([int(k) for k in kernel])
         self._data_format = data_format
         self._channel_axis = 1 if data_format == "NCHW" else 3
         state_dims = list(dims)
-        state_dims[self._channel_axis - 1] = output_channels
+        state_dims[self._channel_axis - 1] = self._output_channels
         self._state_dims = tf.TensorShape(state_dims)
         self._w_i_init = w_i_init
         self._w_h_init = w_h_init
@@ -578,13 +631,17 @@ class Conv2DLSTM(RNNCore):
         """One step on `inputs` [batch, *input_shape]; returns (h_t, LSTMState(h_t, c_t)).
 
         Raises:
-          ValueError: for inputs not of shape [batch, *input_shape], or a state that does
-            not fit them.
+          ValueError: for inputs not of shape [batch, *input_shape], a state that is not
+            a pair (hidden, cell), or one that does not fit them.
           TypeError: for inputs or state of a dtype other than the core's.
         """
         self._initialize(inputs)
-        hidden, cell = prev_state
-        dtype, xs, hs, cs = self._dtype, inputs.shape, hidden.shape, cell.shape
+        try:
+            hidden, cell = prev_state
+            hs, cs = hidden.shape, cell.shape
+        except (TypeError, ValueError, AttributeError):
+            raise self._bad_state(prev_state) from None
+        dtype, xs = self._dtype, inputs.shape
         if (
             inputs.dtype is not dtype
             or hidden.dtype is not dtype
@@ -595,7 +652,7 @@ class Conv2DLSTM(RNNCore):
             or hs[0] != xs[0]
             or cs[0] != xs[0]
         ):
-            self._check(inputs, hidden, cell)
+            self._check(inputs, prev_state, hidden, cell)
         fmt = self._data_format
         from_inputs = _raw.Conv2D(input=inputs, filter=self._input_to_hidden.w, **_CONV_OPTIONS[fmt])
         from_hidden = _raw.Conv2D(input=hidden, filter=self._hidden_to_hidden.w, **_CONV_OPTIONS[fmt])
@@ -611,7 +668,16 @@ class Conv2DLSTM(RNNCore):
                 f"(input_shape, {self._data_format}), got shape {shape}"
             )
 
-    def _check(self, inputs: tf.Tensor, hidden: tf.Tensor, cell: tf.Tensor) -> None:
+    def _bad_state(self, prev_state: Any) -> ValueError:
+        dims = ", ".join(map(str, self._state_dims))
+        return ValueError(
+            f"{utils.describe(self)}: prev_state must be LSTMState(hidden=[batch, {dims}], "
+            f"cell=[batch, {dims}]), as initial_state(batch_size) makes it; got {_summary(prev_state)}"
+        )
+
+    def _check(self, inputs: tf.Tensor, prev_state: Any, hidden: tf.Tensor, cell: tf.Tensor) -> None:
+        if not isinstance(prev_state, (tuple, list)):
+            raise self._bad_state(prev_state)  # a tensor, split along its first axis
         _check_dtype(self, inputs, self._dtype, "inputs")
         _check_dtype(self, hidden, self._dtype, "prev_state.hidden")
         _check_dtype(self, cell, self._dtype, "prev_state.cell")
@@ -965,3 +1031,60 @@ def static_unroll(
         raise ValueError("static_unroll: the number of time steps (axis 0 of input_sequence) must be known statically")
     lengths = _lengths("static_unroll", sequence_length, flat_inputs)
     return _python_unroll(core, input_sequence, initial_state, lengths, num_steps)
+
+
+def checkpointed_unroll(
+    core: Callable[[Any, Any], tuple[Any, Any]],
+    input_sequence: Any,
+    initial_state: Any,
+    chunk_size: int,
+) -> tuple[Any, Any]:
+    """`dynamic_unroll` that stores less for the backward pass by recomputing it.
+
+    The sequence is cut into chunks of `chunk_size` steps. The forward pass keeps only
+    the state at each chunk boundary; the backward pass reruns each chunk's forward
+    pass (`tf.recompute_grad`) to get the activations it needs. Activation memory falls
+    from about T steps' worth to T / chunk_size states plus one chunk's activations
+    (least near chunk_size = sqrt(T)), for about one more forward pass of compute
+    (Chen et al., 2016, "Training Deep Nets with Sublinear Memory Cost",
+    arXiv:1604.06174). Values and gradients equal `dynamic_unroll`'s. No
+    `sequence_length`: mask the loss instead.
+
+    Args:
+      core: an `RNNCore` or callable `(inputs, state) -> (outputs, next_state)`.
+      input_sequence: a (nest of) tensor(s) [T, B, ...]; T must be known statically.
+      initial_state: the state before the first step.
+      chunk_size: steps per recomputed chunk, >= 1.
+
+    Returns:
+      `(output_sequence, final_state)`, as `dynamic_unroll`.
+
+    Raises:
+      ValueError: for a bad `chunk_size`, or T unknown statically.
+    """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"checkpointed_unroll: chunk_size must be a positive int, got {chunk_size!r}")
+    flat_inputs = [tf.convert_to_tensor(x) for x in tf.nest.flatten(input_sequence)]
+    num_steps = _num_steps("checkpointed_unroll", flat_inputs)
+    if num_steps is None:
+        raise ValueError("checkpointed_unroll: the number of time steps (axis 0 of input_sequence) must be known statically")
+    num_inputs = len(flat_inputs)
+    state, chunks, seen = initial_state, [], {}
+    for start in range(0, num_steps, chunk_size):
+        structure = state
+
+        # `tf.recompute_grad` takes and returns flat lists of tensors.
+        @tf.recompute_grad
+        def run_chunk(*flat):
+            inputs = tf.nest.pack_sequence_as(input_sequence, list(flat[:num_inputs]))
+            outputs, final = dynamic_unroll(core, inputs, tf.nest.pack_sequence_as(structure, list(flat[num_inputs:])))
+            seen["outputs"] = outputs  # the outputs' nesting, to rebuild it below
+            return [*tf.nest.flatten(outputs), *tf.nest.flatten(final)]
+
+        chunk_inputs = [x[start:start + chunk_size] for x in flat_inputs]
+        flat = run_chunk(*chunk_inputs, *tf.nest.flatten(state))
+        num_outputs = len(flat) - len(tf.nest.flatten(state))
+        chunks.append(flat[:num_outputs])
+        state = tf.nest.pack_sequence_as(state, flat[num_outputs:])
+    outputs = [tf.concat(parts, axis=0) for parts in zip(*chunks)]
+    return tf.nest.pack_sequence_as(seen["outputs"], outputs), state

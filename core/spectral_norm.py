@@ -1,7 +1,10 @@
 """SpectralNorm: divides a weight by an estimate of its largest singular value."""
 
 import math
+import numbers
+from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from core import distribute, utils
@@ -16,6 +19,21 @@ _TINY = 1e-30
 def _normalize(x: tf.Tensor) -> tf.Tensor:
     """`x / ||x||`, or zeros for a zero `x`."""
     return x * tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(x)), _TINY))
+
+
+def _flag(module: Module, value: Any) -> bool | tf.Tensor:
+    """`is_training` as a Python bool when it is known now, else as a boolean scalar tensor."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if tf.is_tensor(value) or isinstance(value, tf.Variable):
+        if value.dtype != tf.bool or value.shape.rank not in (None, 0):
+            raise TypeError(
+                f"{utils.describe(module)}: is_training must be a boolean scalar, got dtype {value.dtype.name} "
+                f"and shape {value.shape}"
+            )
+        static = tf.get_static_value(value)
+        return value if static is None else bool(static)
+    raise TypeError(f"{utils.describe(module)}: is_training must be a bool or a boolean scalar tensor, got {value!r}")
 
 
 class SpectralNorm(Module):
@@ -56,12 +74,12 @@ class SpectralNorm(Module):
 
     def __init__(self, n_steps: int = 1, eps: float = 1e-4, name: str | None = None):
         super().__init__(name=name)
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+        if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or n_steps < 1:
             raise ValueError(f"{utils.describe(self)}: n_steps must be a positive int, got {n_steps!r}")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
             raise ValueError(f"{utils.describe(self)}: eps must be a positive number, got {eps!r}")
-        self.n_steps = n_steps
-        self.eps = eps
+        self.n_steps = int(n_steps)
+        self.eps = float(eps)
 
     @once
     def _initialize(self, weight: tf.Tensor) -> None:
@@ -86,14 +104,16 @@ class SpectralNorm(Module):
           weight: a float tensor of rank >= 2, of the first call's shape and dtype.
           is_training: when true, `n_steps` power-iteration steps run from the stored
             `u`, and the new `u` and sigma are stored; when false, sigma comes from
-            the stored `u` and nothing is written. A Python bool or a bool tensor.
+            the stored `u` and the state does not change (a tensor flag writes the old
+            values back). A Python bool or a boolean scalar tensor.
 
         Returns:
           The normalised weight, of `weight`'s shape and dtype.
 
         Raises:
           ValueError: on a shape other than the first call's.
-          TypeError: on a dtype other than the first call's.
+          TypeError: on a dtype other than the first call's, or an `is_training` that is
+            not a bool.
         """
         self._initialize(weight)
         if weight.dtype is not self._dtype or weight.shape != self._shape:
@@ -101,13 +121,14 @@ class SpectralNorm(Module):
         w = tf.reshape(weight, self._matrix_shape)
         if self._work_dtype is not self._dtype:
             w = tf.cast(w, self._work_dtype)
-        if not isinstance(is_training, bool):
-            static = tf.get_static_value(is_training)
-            is_training = bool(static) if static is not None else is_training
-        if isinstance(is_training, bool):
-            sigma = self._train(w) if is_training else self._sigma(w, self.u)
+        if is_training is not True and is_training is not False:
+            is_training = _flag(self, is_training)
+        if is_training is True:
+            sigma = self._train(w)
+        elif is_training is False:
+            sigma = self._sigma(w, self.u)
         else:
-            sigma = tf.cond(is_training, lambda: self._train(w), lambda: self._sigma(w, self.u))
+            sigma = self._train_if(w, is_training)
         sigma = tf.maximum(sigma, self.eps)
         if self._work_dtype is not self._dtype:
             sigma = tf.cast(sigma, self._dtype)
@@ -118,17 +139,38 @@ class SpectralNorm(Module):
         wu = tf.linalg.matvec(w, tf.stop_gradient(u))
         return tf.reduce_sum(tf.stop_gradient(_normalize(wu)) * wu)
 
-    def _train(self, w: tf.Tensor) -> tf.Tensor:
-        """Advances `u` by `n_steps` power-iteration steps; stores it and the new sigma."""
+    def _iterate(self, w: tf.Tensor) -> tf.Tensor:
+        """`u` after `n_steps` power-iteration steps from the stored one (not stored)."""
         frozen = tf.stop_gradient(w)
         u = self.u.read_value()
         for _ in range(self.n_steps):
             v = _normalize(tf.linalg.matvec(frozen, u))
             new_u = tf.linalg.matvec(frozen, v, transpose_a=True)
             u = tf.where(tf.reduce_any(new_u != 0), _normalize(new_u), u)
+        return u
+
+    def _train(self, w: tf.Tensor) -> tf.Tensor:
+        """Advances `u` by `n_steps` power-iteration steps; stores it and the new sigma."""
+        u = self._iterate(w)
         sigma = self._sigma(w, u)
         self.u.assign(u)
         self.sigma.assign(tf.stop_gradient(sigma))
+        return sigma
+
+    def _train_if(self, w: tf.Tensor, is_training: tf.Tensor) -> tf.Tensor:
+        """`_train` when the tensor `is_training` is true, else the inference sigma.
+
+        Both are computed and one is selected, with no `tf.cond`: the writes to "first"
+        variables synchronise replicas (a merge call), which MirroredStrategy does not
+        allow in a branch of a conditional. When not training, the old values are
+        written back, so nothing changes.
+        """
+        old_u = self.u.read_value()
+        u = self._iterate(w)
+        trained = self._sigma(w, u)
+        sigma = tf.where(is_training, trained, self._sigma(w, old_u))
+        self.u.assign(tf.where(is_training, u, old_u))
+        self.sigma.assign(tf.where(is_training, tf.stop_gradient(trained), self.sigma.read_value()))
         return sigma
 
     def _check(self, weight: tf.Tensor) -> None:

@@ -1,5 +1,6 @@
 """MLP: a stack of Linear layers with an activation between them."""
 
+import numbers
 from typing import Callable, Iterable
 
 import tensorflow as tf
@@ -20,7 +21,8 @@ class MLP(Module):
     reproducible, checkpointed random state), where Sonnet uses `tf.nn.dropout`.
 
     Args:
-      output_sizes: output size of each layer, in order.
+      output_sizes: output size of each layer, in order (Python or NumPy integers, or a
+        1-D NumPy integer array).
       w_init: initializer of every layer's `w`; see `Linear` for the default.
       b_init: initializer of every layer's `b`; zeros by default. Must be None without bias.
       with_bias: whether the layers add a bias.
@@ -58,7 +60,7 @@ class MLP(Module):
             for i, size in enumerate(output_sizes)
         ]
         # As in Sonnet, a rate of None or 0 means no dropout (and no `is_training` argument).
-        no_dropout = dropout_rate is None or (isinstance(dropout_rate, (int, float)) and dropout_rate == 0)
+        no_dropout = dropout_rate is None or (isinstance(dropout_rate, numbers.Real) and dropout_rate == 0)
         self._dropout = None if no_dropout else Dropout(dropout_rate)
 
     @property

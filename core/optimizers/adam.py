@@ -82,15 +82,24 @@ class Adam(base.Optimizer):
 
     def _dense(self, update: tf.Tensor, parameter: tf.Variable, slots: tuple, c: tuple) -> None:
         m, v = slots
-        step, new_m, new_v = adam_step(update, m, v, *c)
-        parameter.assign_sub(step, read_value=False)
-        m.assign(new_m, read_value=False)
-        v.assign(new_v, read_value=False)
+        dtype = c[0].dtype  # float32 for half-precision parameters
+        step, new_m, new_v = adam_step(
+            base.cast(update, dtype), base.cast(m, dtype), base.cast(v, dtype), *c
+        )
+        parameter.assign_sub(base.cast(step, parameter.dtype), read_value=False)
+        m.assign(base.cast(new_m, m.dtype), read_value=False)
+        v.assign(base.cast(new_v, v.dtype), read_value=False)
 
     def _sparse(self, update: tf.IndexedSlices, parameter: tf.Variable, slots: tuple, c: tuple) -> None:
         m, v = slots
+        dtype = c[0].dtype
         values, indices = base.deduplicate(update)
-        step, new_m, new_v = adam_step(values, base.gather_rows(m, indices), base.gather_rows(v, indices), *c)
-        parameter.scatter_sub(tf.IndexedSlices(step, indices))
-        m.scatter_update(tf.IndexedSlices(new_m, indices))
-        v.scatter_update(tf.IndexedSlices(new_v, indices))
+        step, new_m, new_v = adam_step(
+            base.cast(values, dtype),
+            base.cast(base.gather_rows(m, indices), dtype),
+            base.cast(base.gather_rows(v, indices), dtype),
+            *c,
+        )
+        parameter.scatter_sub(tf.IndexedSlices(base.cast(step, parameter.dtype), indices))
+        m.scatter_update(tf.IndexedSlices(base.cast(new_m, m.dtype), indices))
+        v.scatter_update(tf.IndexedSlices(base.cast(new_v, v.dtype), indices))

@@ -1,9 +1,21 @@
 """What every optimizer shares: input checks, the step counter, slots and hyperparameters.
 
-An optimizer serves one fixed list of parameters. Its slots (per-parameter state such as
-Adam's moments) are made for that list on the first `apply`, or earlier by `build`, and
-the list is remembered, so a later call with another list is an error rather than a
-silent mix-up of slots.
+An optimizer with slots (per-parameter state such as Adam's moments) serves one fixed
+list of parameters. The slots are made for that list on the first `apply`, or earlier by
+`build`, and the list is remembered, so a later call with another list is an error
+rather than a silent mix-up of slots. `SGD`, which has no slots, takes any list on every
+call, as Sonnet's does: one SGD may train a GAN's generator and discriminator in turn
+(with a schedule, its step counter counts every `apply`, whichever list it was given).
+
+`copy.deepcopy` of an optimizer copies its slots and step counter, not the parameters
+(they belong to the model): the copy serves the same parameters, unless they are copied
+in the same `deepcopy` call, as in `copy.deepcopy((model, optimizer))` or the copy of a
+module holding both; then the copy serves the copied parameters.
+
+Float16 and bfloat16 parameters are updated in float32 arithmetic, with every scalar
+(the bias corrections, 1 - beta, ...) computed in float32: 0.999 is 1 in bfloat16, which
+would make Adam's second-moment correction 0 and its step NaN. Slots keep the
+parameter's dtype, as in Sonnet.
 
 Hyperparameters (the learning rate, Adam's betas, ...) may each be:
 - a Python number, fixed;
@@ -24,6 +36,7 @@ core/distribute.py). TensorFlow cannot create variables in the first trace of a
 """
 
 import contextlib
+import copy
 import math
 import numbers
 from typing import Any, Callable, Sequence
@@ -40,8 +53,36 @@ Hyperparameter = float | tf.Variable | tf.Tensor | Callable[[tf.Tensor], Any]
 # `tf.Module` neither tracks nor flattens, so the parameters do not become the
 # optimizer's own variables (or checkpoint dependencies).
 _BUILT_FOR = "_core_optimizer_parameters"
-# One tuple of slot variables per parameter, for a quick lookup on the hot path.
+# One tuple of slot variables per parameter, for a quick lookup on the hot path; None for
+# an optimizer without slots, which takes any list of parameters.
 _SLOTS_BY_PARAMETER = "_core_optimizer_slots"
+
+
+def compute_dtype(dtype: tf.DType) -> tf.DType:
+    """The dtype an update of a `dtype` parameter is computed in: float32 for half precision."""
+    return tf.float64 if dtype == tf.float64 else tf.float32
+
+
+def cast(value: Any, dtype: tf.DType) -> Any:
+    """`value` (a tensor or variable) as `dtype`; unchanged, not even read, when it already is."""
+    return value if value.dtype == dtype else tf.cast(value, dtype)
+
+
+class _CopiedParameters:
+    """The parameters of an optimizer made by `copy.deepcopy`, resolved on first use.
+
+    The parameters belong to the model, so the copy serves the original ones unless the
+    same `deepcopy` call copied them too; its memo maps each original to its copy. The
+    lookup waits until the copy is used, because the parameters may be copied after the
+    optimizer within that call (a module holding the optimizer first, say).
+    """
+
+    def __init__(self, parameters: tuple, memo: dict):
+        self.parameters = parameters
+        self.memo = memo
+
+    def resolve(self) -> tuple:
+        return tuple(self.memo.get(id(p), p) for p in self.parameters)
 
 
 def is_schedule(value: Any) -> bool:
@@ -128,6 +169,18 @@ class Optimizer(Module):
         super().__init__(name=name)
         self.step = None
 
+    def __deepcopy__(self, memo: dict) -> "Optimizer":
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        state = {k: v for k, v in self.__dict__.items() if k != _BUILT_FOR}
+        clone.__dict__.update(copy.deepcopy(state, memo))
+        built = self.__dict__.get(_BUILT_FOR)
+        if isinstance(built, _CopiedParameters):
+            built = built.resolve()
+        if built is not None:
+            clone.__dict__[_BUILT_FOR] = _CopiedParameters(built, memo)
+        return clone
+
     def build(self, parameters: Sequence[tf.Variable]) -> None:
         """Creates the step counter and the slots for `parameters` now, if not yet made.
 
@@ -140,8 +193,13 @@ class Optimizer(Module):
           TypeError: if a parameter is not a floating-point `tf.Variable`.
         """
         self._initialize(parameters)
-        built = self.__dict__[_BUILT_FOR]
-        if len(parameters) != len(built) or any(p is not b for p, b in zip(parameters, built)):
+        built = self._built_for()
+        if self.__dict__[_SLOTS_BY_PARAMETER] is None:
+            if not parameters:
+                raise ValueError(f"{utils.describe(self)}: parameters is empty")
+            for i, p in enumerate(parameters):
+                self._check_parameter(i, p)
+        elif len(parameters) != len(built) or any(p is not b for p, b in zip(parameters, built)):
             self._check_parameters(parameters)
 
     @once
@@ -150,12 +208,7 @@ class Optimizer(Module):
         if not parameters:
             raise ValueError(f"{utils.describe(self)}: parameters is empty")
         for i, p in enumerate(parameters):
-            if not isinstance(p, tf.Variable):
-                raise TypeError(f"{utils.describe(self)}: parameter {i} is not a tf.Variable, got {p!r}")
-            if not p.dtype.is_floating:
-                raise TypeError(
-                    f"{utils.describe(self)}: parameter {p.name!r} must be floating point, got dtype {p.dtype.name}"
-                )
+            self._check_parameter(i, p)
         if self._always_counts or any(is_schedule(getattr(self, n)) for n in self._hyperparameter_names):
             self.step = distribute.state_variable(tf.constant(0, tf.int64), name="t", aggregation="none")
         slots = []
@@ -166,8 +219,15 @@ class Optimizer(Module):
             # appended to it.
             getattr(self, attribute).extend(variables)
             slots.append(variables)
-        self.__dict__[_SLOTS_BY_PARAMETER] = tuple(zip(*slots)) if slots else ((),) * len(parameters)
+        self.__dict__[_SLOTS_BY_PARAMETER] = tuple(zip(*slots)) if slots else None
         self.__dict__[_BUILT_FOR] = parameters
+
+    def _built_for(self) -> tuple:
+        """The parameter list the slots were built for."""
+        built = self.__dict__[_BUILT_FOR]
+        if isinstance(built, _CopiedParameters):
+            built = self.__dict__[_BUILT_FOR] = built.resolve()
+        return built
 
     def apply(self, updates: Sequence[Update], parameters: Sequence[tf.Variable]) -> None:
         """Applies one update to each parameter: `updates[i]` to `parameters[i]`.
@@ -176,12 +236,13 @@ class Optimizer(Module):
           updates: one per parameter: a tensor of the parameter's shape and dtype, a
             `tf.IndexedSlices` of rows of it, or None to leave that parameter (and its
             slots) alone. Usually the (all-reduced) gradients.
-          parameters: the variables to change; the same list on every call.
+          parameters: the variables to change; the same list on every call, unless the
+            optimizer has no slots (SGD).
 
         Raises:
           ValueError: if the lists differ in length, are empty, hold no update at all,
-            if `parameters` is not the list the slots were built for, or an update's
-            shape does not match its parameter's.
+            if `parameters` is not the list the slots were built for (optimizers with
+            slots), or an update's shape does not match its parameter's.
           TypeError: if an update's dtype differs from its parameter's, or a parameter
             is not a floating-point `tf.Variable`.
         """
@@ -192,13 +253,18 @@ class Optimizer(Module):
             )
         self._initialize(parameters)
         built = self.__dict__[_BUILT_FOR]
-        if len(parameters) != len(built):
+        if type(built) is not tuple:
+            built = self._built_for()
+        slots = self.__dict__[_SLOTS_BY_PARAMETER]
+        if slots is not None and len(parameters) != len(built):
             self._check_parameters(parameters)
         # Check everything before writing anything, so a bad call changes no state.
         work = []
-        for i, (u, p, b) in enumerate(zip(updates, parameters, built)):
-            if p is not b:
-                self._check_parameters(parameters)
+        for i, (u, p) in enumerate(zip(updates, parameters)):
+            if i >= len(built) or p is not built[i]:
+                if slots is not None:
+                    self._check_parameters(parameters)
+                self._check_parameter(i, p)
             if u is None:
                 continue
             if isinstance(u, tf.IndexedSlices):
@@ -211,32 +277,43 @@ class Optimizer(Module):
                 self._check_update(u, p)
             work.append((i, u, p))
         if not work:
+            if not parameters:
+                raise ValueError(f"{utils.describe(self)}: parameters is empty")
             raise ValueError(f"{utils.describe(self)}: every update is None; there is nothing to apply")
 
         count = None
         if self.step is not None:
             count = tf.convert_to_tensor(self.step)
             self.step.assign_add(1, read_value=False)
-        slots = self.__dict__[_SLOTS_BY_PARAMETER]
         coefficients = {}
         for i, u, p in work:
-            c = coefficients.get(p.dtype)
+            dtype = compute_dtype(p.dtype)
+            c = coefficients.get(dtype)
             if c is None:
-                c = coefficients[p.dtype] = self._coefficients(self._hyperparameters(p.dtype, count), count)
+                c = coefficients[dtype] = self._coefficients(self._hyperparameters(dtype, count), count)
             if isinstance(u, tf.IndexedSlices):
-                self._sparse(u, p, slots[i], c)
+                self._sparse(u, p, slots[i] if slots else (), c)
             else:
-                self._dense(u, p, slots[i], c)
+                self._dense(u, p, slots[i] if slots else (), c)
 
     # --- for subclasses ---------------------------------------------------------------
 
     def _coefficients(self, hyper: tuple[tf.Tensor, ...], count: tf.Tensor | None) -> tuple:
-        """Scalars of one dtype used by every parameter of that dtype in one step."""
+        """Scalars used by every parameter of one compute dtype in one step.
+
+        `hyper` holds the hyperparameters as scalars of the compute dtype (float32, or
+        float64 for float64 parameters; see `compute_dtype`).
+        """
         del count
         return hyper
 
     def _dense(self, update: tf.Tensor, parameter: tf.Variable, slots: tuple, c: tuple) -> None:
-        """Applies a dense `update` to `parameter`, whose slot variables are `slots`."""
+        """Applies a dense `update` to `parameter`, whose slot variables are `slots`.
+
+        The coefficients `c` are in the compute dtype, which differs from the
+        parameter's for float16 and bfloat16: `cast` the update and the slots to it,
+        and the results back.
+        """
         raise NotImplementedError
 
     def _sparse(self, update: tf.IndexedSlices, parameter: tf.Variable, slots: tuple, c: tuple) -> None:
@@ -252,7 +329,7 @@ class Optimizer(Module):
             value = getattr(self, name)
             if isinstance(value, numbers.Real):
                 # Straight to `dtype`: a float64 model gets the float64 value of 0.1.
-                values.append(tf.constant(value, dtype))
+                values.append(tf.constant(float(value), dtype))
                 continue
             if is_schedule(value):
                 if count is None:
@@ -273,12 +350,29 @@ class Optimizer(Module):
                 "for another list)"
             )
         for i, (p, b) in enumerate(zip(parameters, built)):
-            if p is not b:
+            if p is b:
+                continue
+            name = getattr(p, "name", None)
+            if name == b.name:
                 raise ValueError(
-                    f"{utils.describe(self)}: parameter {i} is {getattr(p, 'name', p)!r}, but the slots were "
-                    f"built for {b.name!r}; an optimizer serves one fixed list of parameters (make a new "
-                    "optimizer for another list)"
+                    f"{utils.describe(self)}: parameter {i} is not the variable the slots were built for: "
+                    f"both are named {name!r}, but they are different variables (a copy of the model made "
+                    "without the optimizer? copy both in one copy.deepcopy call); an optimizer with slots "
+                    "serves one fixed list of parameters"
                 )
+            raise ValueError(
+                f"{utils.describe(self)}: parameter {i} is {name or p!r}, but the slots were "
+                f"built for {b.name!r}; an optimizer with slots serves one fixed list of parameters (make a "
+                "new optimizer for another list)"
+            )
+
+    def _check_parameter(self, i: int, p: Any) -> None:
+        if not isinstance(p, tf.Variable):
+            raise TypeError(f"{utils.describe(self)}: parameter {i} is not a tf.Variable, got {p!r}")
+        if not p.dtype.is_floating:
+            raise TypeError(
+                f"{utils.describe(self)}: parameter {p.name!r} must be floating point, got dtype {p.dtype.name}"
+            )
 
     def _check_update(self, update: Update, parameter: tf.Variable) -> None:
         sparse = isinstance(update, tf.IndexedSlices)

@@ -59,16 +59,24 @@ class Momentum(base.Optimizer):
     def _dense(self, update: tf.Tensor, parameter: tf.Variable, slots: tuple, c: tuple) -> None:
         (accumulator,) = slots
         learning_rate, mu = c
-        step, accumulated = momentum_step(update, accumulator, learning_rate, mu, self.use_nesterov)
-        accumulator.assign(accumulated, read_value=False)
-        parameter.assign_sub(step, read_value=False)
+        dtype = learning_rate.dtype  # float32 for half-precision parameters
+        step, accumulated = momentum_step(
+            base.cast(update, dtype), base.cast(accumulator, dtype), learning_rate, mu, self.use_nesterov
+        )
+        accumulator.assign(base.cast(accumulated, accumulator.dtype), read_value=False)
+        parameter.assign_sub(base.cast(step, parameter.dtype), read_value=False)
 
     def _sparse(self, update: tf.IndexedSlices, parameter: tf.Variable, slots: tuple, c: tuple) -> None:
         (accumulator,) = slots
         learning_rate, mu = c
+        dtype = learning_rate.dtype
         values, indices = base.deduplicate(update)
         step, accumulated = momentum_step(
-            values, base.gather_rows(accumulator, indices), learning_rate, mu, self.use_nesterov
+            base.cast(values, dtype),
+            base.cast(base.gather_rows(accumulator, indices), dtype),
+            learning_rate,
+            mu,
+            self.use_nesterov,
         )
-        accumulator.scatter_update(tf.IndexedSlices(accumulated, indices))
-        parameter.scatter_sub(tf.IndexedSlices(step, indices))
+        accumulator.scatter_update(tf.IndexedSlices(base.cast(accumulated, accumulator.dtype), indices))
+        parameter.scatter_sub(tf.IndexedSlices(base.cast(step, parameter.dtype), indices))

@@ -91,22 +91,32 @@ class RMSProp(base.Optimizer):
 
     def _dense(self, update: tf.Tensor, parameter: tf.Variable, slots: tuple, c: tuple) -> None:
         mom_var, ms_var, mg_var = slots if self.centered else slots + (None,)
-        mom, ms, mg = rmsprop_step(update, mom_var, ms_var, mg_var, *c)
+        dtype = c[0].dtype  # float32 for half-precision parameters
+        mom, ms, mg = rmsprop_step(
+            base.cast(update, dtype),
+            base.cast(mom_var, dtype),
+            base.cast(ms_var, dtype),
+            None if mg_var is None else base.cast(mg_var, dtype),
+            *c,
+        )
+        mom = base.cast(mom, parameter.dtype)
         parameter.assign_sub(mom, read_value=False)
         mom_var.assign(mom, read_value=False)
-        ms_var.assign(ms, read_value=False)
+        ms_var.assign(base.cast(ms, ms_var.dtype), read_value=False)
         if mg_var is not None:
-            mg_var.assign(mg, read_value=False)
+            mg_var.assign(base.cast(mg, mg_var.dtype), read_value=False)
 
     def _sparse(self, update: tf.IndexedSlices, parameter: tf.Variable, slots: tuple, c: tuple) -> None:
         mom_var, ms_var, mg_var = slots if self.centered else slots + (None,)
+        dtype = c[0].dtype
         values, indices = base.deduplicate(update)
-        mg = None if mg_var is None else base.gather_rows(mg_var, indices)
-        mom = base.gather_rows(mom_var, indices)
-        ms = base.gather_rows(ms_var, indices)
-        mom, ms, mg = rmsprop_step(values, mom, ms, mg, *c)
+        mg = None if mg_var is None else base.cast(base.gather_rows(mg_var, indices), dtype)
+        mom = base.cast(base.gather_rows(mom_var, indices), dtype)
+        ms = base.cast(base.gather_rows(ms_var, indices), dtype)
+        mom, ms, mg = rmsprop_step(base.cast(values, dtype), mom, ms, mg, *c)
+        mom = base.cast(mom, parameter.dtype)
         parameter.scatter_sub(tf.IndexedSlices(mom, indices))
         mom_var.scatter_update(tf.IndexedSlices(mom, indices))
-        ms_var.scatter_update(tf.IndexedSlices(ms, indices))
+        ms_var.scatter_update(tf.IndexedSlices(base.cast(ms, ms_var.dtype), indices))
         if mg_var is not None:
-            mg_var.scatter_update(tf.IndexedSlices(mg, indices))
+            mg_var.scatter_update(tf.IndexedSlices(base.cast(mg, mg_var.dtype), indices))

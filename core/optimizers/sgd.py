@@ -8,7 +8,9 @@ from core.optimizers import base
 class SGD(base.Optimizer):
     """Stochastic gradient descent: `parameter -= learning_rate * update`.
 
-    Keeps no slots. A sparse update subtracts each row of `update.values` from the row its
+    Keeps no slots, so unlike the other optimizers it takes any list of parameters on
+    every call (one SGD may train a GAN's generator and discriminator in turn), as
+    Sonnet's does. A sparse update subtracts each row of `update.values` from the row its
     index names; repeated indices subtract once each, that is, their sum.
 
     Args:
@@ -26,8 +28,10 @@ class SGD(base.Optimizer):
 
     def _dense(self, update: tf.Tensor, parameter: tf.Variable, slots: tuple, c: tuple) -> None:
         (learning_rate,) = c
-        parameter.assign_sub(update * learning_rate, read_value=False)
+        step = base.cast(update, learning_rate.dtype) * learning_rate
+        parameter.assign_sub(base.cast(step, parameter.dtype), read_value=False)
 
     def _sparse(self, update: tf.IndexedSlices, parameter: tf.Variable, slots: tuple, c: tuple) -> None:
         (learning_rate,) = c
-        parameter.scatter_sub(tf.IndexedSlices(update.values * learning_rate, update.indices))
+        step = base.cast(update.values, learning_rate.dtype) * learning_rate
+        parameter.scatter_sub(tf.IndexedSlices(base.cast(step, parameter.dtype), update.indices))

@@ -10,6 +10,8 @@ multi-replica test gets different data.
 """
 
 import dataclasses
+import inspect
+import typing
 from typing import Any, Callable
 
 import numpy as np
@@ -228,6 +230,21 @@ ENTRIES: list[Entry] = [
         normal(2, 4),
         forward=lambda m, x, t: m(x[0], m.initial_state(2)),
     ),
+    # The public factories below return a private class (see FACTORIES).
+    Entry(
+        "deep_rnn_with_skip_connections",
+        core.recurrent._StackedRNN,
+        lambda: core.deep_rnn_with_skip_connections([core.LSTM(3, name="lstm"), core.GRU(2, name="gru")]),
+        normal(2, 4),
+        forward=lambda m, x, t: m(x[0], m.initial_state(x[0].shape[0])),  # any batch size
+    ),
+    Entry(
+        "deep_rnn_with_residual_connections",  # residual: each core keeps the input size
+        core.recurrent._StackedRNN,
+        lambda: core.deep_rnn_with_residual_connections([core.LSTM(4, name="lstm"), core.GRU(4, name="gru")]),
+        normal(2, 4),
+        forward=lambda m, x, t: m(x[0], m.initial_state(x[0].shape[0])),  # any batch size
+    ),
     # --- optimizers -------------------------------------------------------------------
     # Each trains a Linear inside its forward pass (OptimizerHarness, below the list).
     Entry(
@@ -315,3 +332,38 @@ def public_module_classes() -> set[type]:
             if isinstance(obj, type) and issubclass(obj, core.Module):
                 found.add(obj)
     return {c for c in found if c not in NOT_CONCRETE and not getattr(c, "__abstractmethods__", None)}
+
+
+# --- public functions that return modules ---------------------------------------------
+# Each with example arguments: `test_registry_is_complete` checks that every public
+# function annotated to return a module is listed here, and that the class each returns
+# has an entry above.
+FACTORIES: dict[Callable[..., Any], Callable[[], tf.Module]] = {
+    core.deep_rnn_with_skip_connections: lambda: core.deep_rnn_with_skip_connections([core.LSTM(2)]),
+    core.deep_rnn_with_residual_connections: lambda: core.deep_rnn_with_residual_connections([core.LSTM(2)]),
+}
+
+
+def _returns_module(annotation: Any) -> bool:
+    if isinstance(annotation, type):
+        return issubclass(annotation, tf.Module)
+    return any(_returns_module(a) for a in typing.get_args(annotation))  # unions, Optional
+
+
+def _return_annotation(fn: Callable[..., Any]) -> Any:
+    try:
+        return typing.get_type_hints(fn).get("return")
+    except Exception:  # noqa: BLE001  (an unresolvable hint elsewhere in the signature)
+        return inspect.signature(fn).return_annotation
+
+
+def public_module_factories() -> set[Callable[..., Any]]:
+    """Every function in core's public API whose return annotation is a module class."""
+    found = set()
+    namespaces = [core] + [getattr(core, n) for n in core.__all__ if isinstance(getattr(core, n), type(core))]
+    for ns in namespaces:
+        for name in getattr(ns, "__all__", []):
+            obj = getattr(ns, name)
+            if inspect.isfunction(obj) and _returns_module(_return_annotation(obj)):
+                found.add(obj)
+    return found

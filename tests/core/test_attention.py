@@ -193,3 +193,12 @@ def test_bad_inputs():
         core.MultiHeadAttention(2, 0)
     with pytest.raises(ValueError, match=r"MultiHeadAttention 'multi_head_attention': b_init given but with_bias=False"):
         core.MultiHeadAttention(2, 3, with_bias=False, b_init=core.initializers.Zeros())
+
+
+def test_numpy_integer_sizes():
+    mha = core.MultiHeadAttention(np.int64(2), np.int32(3), value_size=np.uint8(2), model_size=np.int64(4))
+    assert (mha.num_heads, mha.key_size, mha.value_size, mha.model_size) == (2, 3, 2, 4)
+    assert all(type(v) is int for v in (mha.num_heads, mha.key_size, mha.value_size, mha.model_size))
+    assert mha(tf.ones([1, 3, 5])).shape == (1, 3, 4)
+    with pytest.raises(ValueError, match="MultiHeadAttention 'multi_head_attention': num_heads must be a positive int, got True"):
+        core.MultiHeadAttention(True, 3)

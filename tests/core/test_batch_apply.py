@@ -98,3 +98,14 @@ def test_bad_inputs():
         core.Flatten(preserve_dims=0)
     with pytest.raises(ValueError, match=r"Reshape 'r2': call the module once before reversed\(\)"):
         core.Reshape((2,), name="r2").reversed()
+
+
+def test_numpy_integer_arguments():
+    ba = core.BatchApply(core.Linear(2), num_dims=np.int64(2))
+    assert type(ba.num_dims) is int and ba(tf.ones([2, 3, 4])).shape == (2, 3, 2)
+    flat = core.Flatten(np.int32(2))
+    assert type(flat.preserve_dims) is int and flat(tf.ones([2, 3, 4, 5])).shape == (2, 3, 20)
+    reshape = core.Reshape(np.array([-1, 2]), preserve_dims=np.int64(1))
+    assert reshape.output_shape == (-1, 2) and reshape(tf.ones([2, 3, 4])).shape == (2, 6, 2)
+    with pytest.raises(ValueError, match="num_dims must be a positive int, got True"):
+        core.BatchApply(tf.identity, num_dims=True)

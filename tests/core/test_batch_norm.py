@@ -1,5 +1,7 @@
 """BatchNorm: parity with Sonnet (outputs, input gradients, moving statistics), flags, replicas, errors."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import sonnet as snt
@@ -186,3 +188,194 @@ def test_bad_inputs():
     unknown = core.BatchNorm(True, True, data_format="NC")
     with pytest.raises(ValueError, match=r"the channel count \(axis 1\) must be known, got shape \(2, None\)"):
         tf.function(lambda x: unknown(x, True)).get_concrete_function(tf.TensorSpec([2, None]))
+
+
+# --- large means, every path ------------------------------------------------------------
+
+LARGE_MEAN_LAYOUTS = {  # whole-batch shape (split over the batch axis between replicas), data_format
+    "rank2": ((8, 3), "channels_last"),
+    "rank4_nhwc": ((4, 2, 2, 3), "channels_last"),
+    "rank4_nchw": ((4, 3, 2, 2), "channels_first"),
+}
+# XLA around a MirroredStrategy step does not compile on CPU: the traced function runs
+# on one device and TensorFlow refuses its access to the other replicas' variables
+# ("Trying to access resource ... located in device CPU:1 from device CPU:0", XLA known
+# issue tfvariable_on_a_different_device), whatever the module.
+_NO_MIRRORED_XLA = pytest.mark.skip(reason="XLA cannot compile a MirroredStrategy step over logical CPUs")
+LARGE_MEAN_RUNS = [
+    pytest.param(strategy, mode, marks=[_NO_MIRRORED_XLA] if (strategy, mode) == ("mirrored", "xla") else [])
+    for strategy in ["default", "one_device", "mirrored"]
+    for mode in ["eager", "function", "xla"]
+]
+
+
+def batch_norm_reference(xs, channel_axis, unbiased):
+    """Outputs, moving mean and moving variance after one debiased update, in float64.
+
+    `xs` is one batch per group of replicas sharing statistics.
+    """
+    axes = tuple(i for i in range(xs[0].ndim) if i != channel_axis % xs[0].ndim)
+    ys, means, variances = [], [], []
+    for x in xs:
+        x = x.astype(np.float64)
+        mean, var = x.mean(axes, keepdims=True), x.var(axes, keepdims=True)
+        n = x.size // x.shape[channel_axis]
+        ys.append((x - mean) / np.sqrt(var + 1e-5))
+        means.append(mean)
+        variances.append(var * (n / (n - 1) if unbiased else 1.0))
+    return np.concatenate(ys), np.mean(means, axis=0), np.mean(variances, axis=0)
+
+
+@pytest.mark.parametrize("layout", LARGE_MEAN_LAYOUTS)
+@pytest.mark.parametrize("strategy,mode", LARGE_MEAN_RUNS)
+@pytest.mark.parametrize("cls", [core.BatchNorm, core.CrossReplicaBatchNorm], ids=lambda c: c.__name__)
+def test_large_mean_stays_accurate(cls, strategy, mode, layout, mirrored, rng):
+    """float32 data of mean 1e4 and spread 1: variance within 1e-3, outputs within 1e-2.
+
+    XLA lowers TensorFlow's fused batch-norm kernel with E[x^2] - E[x]^2, which gets the
+    variance wrong by a factor of about 80 here. Training, then inference with the
+    moving statistics so made, in one step.
+    """
+    shape, data_format = LARGE_MEAN_LAYOUTS[layout]
+    channel_axis = -1 if data_format == "channels_last" else 1
+    x = (1e4 + rng.normal(size=shape)).astype(np.float32)
+    x += np.arange(shape[0], dtype=np.float32).reshape([-1] + [1] * (len(shape) - 1))  # replicas differ
+    strategy = {"default": None, "one_device": tf.distribute.OneDeviceStrategy("/cpu:0"), "mirrored": mirrored}[strategy]
+    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        bn = cls(False, False, decay_rate=0.5, data_format=data_format)
+
+    def call(is_training):
+        def replica_fn(x):
+            if not is_training:
+                return bn(x, is_training=False)
+            return bn(x, is_training=True), bn(x, is_training=False)
+
+        return replica_fn if strategy is None else lambda x: strategy.run(replica_fn, args=(x,))
+
+    if replicas == 1:
+        inputs = tf.constant(x)
+    else:
+        parts = np.split(x, replicas)
+        inputs = strategy.experimental_distribute_values_from_function(lambda ctx: parts[ctx.replica_id_in_sync_group])
+    call(False)(inputs)  # builds the variables eagerly, before any tracing
+    train = call(True)
+    if mode != "eager":
+        train = tf.function(train, jit_compile=mode == "xla")
+    y, y_inference = train(inputs)
+    if replicas > 1:
+        local = strategy.experimental_local_results
+        y, y_inference = [np.concatenate([t.numpy() for t in local(ys)]) for ys in (y, y_inference)]
+
+    groups = np.split(x, replicas) if cls is core.BatchNorm else [x]
+    unbiased = len(shape) == 4 and channel_axis == -1
+    want_y, want_mean, want_var = batch_norm_reference(groups, channel_axis, unbiased)
+    np.testing.assert_allclose(bn.moving_variance.value.numpy(), want_var, rtol=1e-3)
+    np.testing.assert_allclose(bn.moving_mean.value.numpy(), want_mean, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(y), want_y, atol=1e-2)
+    np.testing.assert_allclose(np.asarray(y_inference), (x - want_mean) / np.sqrt(want_var + 1e-5), atol=1e-2)
+
+
+# --- half precision ---------------------------------------------------------------------
+
+HALF_TOLERANCES = {  # dtype: (relative, for the moving statistics; absolute, for outputs of magnitude ~3)
+    tf.bfloat16: (1e-2, 3e-2),
+    tf.float16: (2e-3, 4e-3),
+}
+
+
+@pytest.mark.parametrize("mode", ["eager", "xla_tensor_flags"])
+@pytest.mark.parametrize("shape", [(8, 3), (2, 2, 2, 3)], ids=["rank2", "rank4_nhwc"])
+@pytest.mark.parametrize("dtype", HALF_TOLERANCES, ids=lambda d: d.name)
+@pytest.mark.parametrize("cls", [core.BatchNorm, core.CrossReplicaBatchNorm], ids=lambda c: c.__name__)
+def test_half_precision_matches_float32(cls, dtype, shape, mode, rng):
+    """With the default decay 0.999, which is 1.0 in bfloat16: finite, and a float32 run's within precision.
+
+    The float32 run sees the same (rounded) inputs, so the difference is the module's own.
+    """
+    rtol, atol = HALF_TOLERANCES[dtype]
+    xs = [tf.cast(rng.normal(1.0, 2.0, size=shape), dtype) for _ in range(3)]
+    results = {}
+    for run_dtype in [dtype, tf.float32]:
+        bn = cls(True, True)
+        bn(tf.cast(xs[0], run_dtype), is_training=False)
+        call, flag = (lambda x, t: bn(x, is_training=t)), bool  # noqa: E731
+        if mode == "xla_tensor_flags":
+            call, flag = tf.function(call, jit_compile=True), tf.constant
+        outputs = [call(tf.cast(x, run_dtype), flag(True)) for x in xs]
+        outputs.append(call(tf.cast(xs[0], run_dtype), flag(False)))
+        assert all(o.dtype == run_dtype for o in outputs)
+        stats = [bn.moving_mean.value, bn.moving_variance.value]
+        assert all(v.dtype == run_dtype for v in stats + [bn.scale, bn.offset])
+        results[run_dtype] = [tf.cast(t, tf.float32).numpy() for t in outputs + stats]
+    for got, want in zip(results[dtype][:-2], results[tf.float32][:-2]):
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, want, atol=atol)
+    for got, want in zip(results[dtype][-2:], results[tf.float32][-2:]):
+        np.testing.assert_allclose(got, want, rtol=rtol)
+
+
+# --- call-time scale and offset, flags, NumPy scalars --------------------------------------
+
+
+def test_call_time_scale_and_offset_must_keep_the_inputs_shape(rng):
+    bn = core.BatchNorm(False, False, name="bn")
+    with pytest.raises(
+        ValueError, match=r"BatchNorm 'bn': scale of shape \(4, 1, 3\) does not broadcast to the inputs' shape \(2, 3\)"
+    ):
+        bn(tf.ones([2, 3]), is_training=True, scale=tf.ones([4, 1, 3]))
+    with pytest.raises(ValueError, match=r"'bn': offset of shape \(3, 3\) does not broadcast to the inputs' shape \(2, 3\)"):
+        bn(tf.ones([2, 3]), is_training=False, offset=np.ones([3, 3], np.float32))
+    traced = tf.function(lambda x, s: bn(x, is_training=True, scale=s))
+    with pytest.raises(ValueError, match=r"scale of shape \(None, 1, 3\) does not broadcast to the inputs' shape \(None, 3\)"):
+        traced.get_concrete_function(tf.TensorSpec([None, 3]), tf.TensorSpec([None, 1, 3]))
+
+    # Per-example values ([batch, 1, 1, channels], conditional batch norm) are fine.
+    x = rng.normal(size=(2, 2, 2, 3)).astype(np.float32)
+    scale = rng.uniform(0.5, 2.0, size=(2, 1, 1, 3)).astype(np.float32)
+    offset = rng.normal(size=(2, 1, 1, 3)).astype(np.float32)
+    conditional = core.BatchNorm(False, False)
+    y = conditional(x, is_training=True, scale=scale, offset=offset).numpy()
+    mean, var = x.mean((0, 1, 2)), x.var((0, 1, 2))
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-5) * scale + offset, rtol=TOL, atol=TOL)
+    assert conditional(x, is_training=False, scale=scale, offset=offset).shape == x.shape
+
+
+def test_flags_must_be_booleans():
+    bn = core.BatchNorm(True, True, name="bn")
+    x = tf.ones([2, 3])
+    with pytest.raises(TypeError, match=r"BatchNorm 'bn': is_training must be a bool or a boolean scalar tensor, got 'no'"):
+        bn(x, is_training="no")
+    with pytest.raises(TypeError, match=r"'bn': test_local_stats must be a bool or a boolean scalar tensor, got 1$"):
+        bn(x, is_training=False, test_local_stats=1)
+    assert not bn.moving_mean.counter.numpy()  # nothing ran
+    # NumPy booleans are booleans.
+    np.testing.assert_array_equal(bn(x, is_training=np.bool_(True)).numpy(), bn(x, is_training=True).numpy())
+    np.testing.assert_array_equal(bn(x, np.array(False), np.array(True)).numpy(), bn(x, False, True).numpy())
+    assert bn.moving_mean.counter.numpy() == 2
+
+
+def test_numpy_scalars_are_accepted(rng):
+    x = rng.normal(size=(4, 3)).astype(np.float32)
+    by_numpy = core.BatchNorm(True, True, decay_rate=np.float32(0.5), eps=np.float64(1e-3))
+    by_python = core.BatchNorm(True, True, decay_rate=float(np.float32(0.5)), eps=1e-3)
+    for bn in (by_numpy, by_python):
+        bn(x, is_training=True)
+    for a, b in zip(by_numpy.variables, by_python.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+    with pytest.raises(ValueError, match=r"BatchNorm 'batch_norm': decay_rate must be in \[0, 1\), got True"):
+        core.BatchNorm(True, True, decay_rate=True)
+    with pytest.raises(ValueError, match=r"BatchNorm 'batch_norm': eps must be a positive number, got True"):
+        core.BatchNorm(True, True, eps=True)
+
+
+def test_large_mean_over_many_elements(rng):
+    """The first pass's mean is off by ~1.5e-2 here (4096 float32 values of mean 1e4);
+    the corrected two-pass keeps it within float32's rounding of 1e4, 5e-4."""
+    x = (1e4 + rng.normal(size=(4096, 3))).astype(np.float32)
+    bn = core.BatchNorm(False, False, decay_rate=0.5)
+    y = bn(x, is_training=True).numpy()
+    want_y, want_mean, want_var = batch_norm_reference([x], -1, unbiased=False)
+    np.testing.assert_allclose(bn.moving_mean.value.numpy(), want_mean, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(bn.moving_variance.value.numpy(), want_var, rtol=1e-4)
+    np.testing.assert_allclose(y, want_y, atol=1e-3)

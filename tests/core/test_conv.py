@@ -89,3 +89,36 @@ def test_bad_inputs():
         core.Conv2D(0, 3)
     with pytest.raises(ValueError, match="b_init given but with_bias=False"):
         core.Conv2D(2, 3, with_bias=False, b_init=core.initializers.Zeros())
+
+
+def test_numpy_integer_arguments():
+    conv = core.Conv2D(np.int64(2), np.array([3, 1]), stride=np.int32(2), rate=np.array(1))
+    assert type(conv.output_channels) is int and conv.output_channels == 2
+    assert conv.kernel_shape == (3, 1) and all(type(k) is int for k in conv.kernel_shape + conv.stride + conv.rate)
+    assert conv(tf.ones([1, 4, 4, 1])).shape == (1, 2, 2, 2)
+    assert core.Conv1D(np.uint8(2), (np.int64(2),))(tf.ones([1, 3, 1])).shape == (1, 3, 2)
+    with pytest.raises(ValueError, match="output_channels must be a positive int, got True"):
+        core.Conv2D(True, 3)
+    with pytest.raises(ValueError, match=r"kernel_shape must be a positive int .* got array\(\[3, 0\]\)"):
+        core.Conv2D(2, np.array([3, 0]))
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+def test_valid_kernel_larger_than_input(mode):
+    def run(module, x):
+        fn = {"eager": module, "function": tf.function(module), "xla": tf.function(module, jit_compile=True)}[mode]
+        return fn(x)
+
+    # Eagerly, TensorFlow's CPU kernel returns a wrongly shaped result here without the check.
+    conv = core.Conv2D(2, 3, padding="VALID", with_bias=False, name="c")
+    with pytest.raises(ValueError, match=r"Conv2D 'c': kernel_shape \(3, 3\) with padding 'VALID' needs inputs of size at least 3 on axis 1, got shape \(1, 2, 5, 1\)"):
+        run(conv, tf.ones([1, 2, 5, 1]))
+    dilated = core.Conv2D(2, 2, rate=2, padding="VALID", data_format="NCHW", name="d")
+    with pytest.raises(ValueError, match=r"Conv2D 'd': kernel_shape \(2, 2\) at rate \(2, 2\) .* at least 3 on axis 3, got shape \(1, 1, 5, 2\)"):
+        run(dilated, tf.ones([1, 1, 5, 2]))
+    padded = core.Conv1D(2, 3, padding=lambda k: [1, 0], name="p")
+    with pytest.raises(ValueError, match=r"Conv1D 'p': kernel_shape \(3,\) with padding the padding functions \(then 'VALID'\) needs inputs of size at least 2 on axis 1"):
+        run(padded, tf.ones([1, 1, 2]))
+    # Inputs just large enough still work.
+    assert run(conv, tf.ones([1, 3, 3, 1])).shape == (1, 1, 1, 2)
+    assert run(padded, tf.ones([1, 2, 2])).shape == (1, 1, 2)

@@ -65,6 +65,24 @@ def test_dynamic_shapes_under_tf_function(rng):
         np.testing.assert_allclose(out.numpy(), tconv(x).numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_output_shape_with_unknown_spatial_sizes_under_tf_function(rng):
+    tconv = core.Conv2DTranspose(2, 3, output_shape=(7, 6), stride=2)
+    fn = tf.function(tconv, input_signature=[tf.TensorSpec([None, None, None, 1])])
+    x = tf.constant(rng.normal(size=(2, 4, 3, 1)).astype(np.float32))
+    assert fn(x).shape == (2, 7, 6, 2)
+    np.testing.assert_allclose(fn(x).numpy(), tconv(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_integers_are_ints(rng):
+    x = rng.normal(size=(1, 3, 3, 2)).astype(np.float32)
+    ours = core.Conv2DTranspose(
+        np.int64(3), np.array([3, 2]), output_shape=np.array([5, 6]), stride=(np.int32(2), 2), rate=np.int64(1)
+    )
+    assert ours.output_channels == 3 and ours.kernel_shape == (3, 2) and ours.output_shape == (5, 6)
+    assert type(ours.output_channels) is int
+    assert_parity(ours, snt.Conv2DTranspose(3, (3, 2), output_shape=(5, 6), stride=2), [x])
+
+
 def test_bad_inputs():
     tconv = core.Conv2DTranspose(3, 3, output_shape=(8, 8), stride=2, name="up")
     with pytest.raises(
@@ -74,6 +92,17 @@ def test_bad_inputs():
     ):
         tconv(tf.ones([1, 5, 5, 2]))
     tconv(tf.ones([1, 4, 4, 2]))
+    # Checked on every call, not only the first (TensorFlow's own error is opaque).
+    with pytest.raises(
+        ValueError,
+        match=r"Conv2DTranspose 'up': output_shape \[8, 8\] with stride \[2, 2\] and SAME padding needs inputs "
+        r"of spatial size \[4, 4\], got shape \(1, 3, 4, 2\)",
+    ):
+        tconv(tf.ones([1, 3, 4, 2]))
+    with pytest.raises(ValueError, match=r"Conv1DTranspose 'down': output_shape \[7\] with stride \[2\] and VALID padding needs inputs of spatial size \[3\], got shape \(2, 1, 4\)"):
+        narrow = core.Conv1DTranspose(1, 2, output_shape=7, stride=2, padding="VALID", data_format="NCW", name="down")
+        narrow(tf.ones([2, 1, 3]))
+        narrow(tf.ones([2, 1, 4]))
     with pytest.raises(ValueError, match=r"Conv2DTranspose 'up': expected inputs with input channels 2 on axis -1, got shape \(1, 4, 4, 1\)"):
         tconv(tf.ones([1, 4, 4, 1]))
     with pytest.raises(ValueError, match=r"Conv2DTranspose 'up': expected inputs of rank 4 \[N, H, W, C\], got shape \(4, 4, 2\)"):

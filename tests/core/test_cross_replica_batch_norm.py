@@ -44,7 +44,7 @@ def loss_weights(shape, start=0):
 
 
 def make(strategy=None, **kwargs):
-    kwargs = dict(create_scale=True, create_offset=True, decay_rate=DECAY, **kwargs)
+    kwargs = {"create_scale": True, "create_offset": True, "decay_rate": DECAY, **kwargs}
     if strategy is None:
         return core.CrossReplicaBatchNorm(**kwargs)
     with strategy.scope():
@@ -194,3 +194,37 @@ def test_bad_inputs(mirrored):
         bn(x, is_training=False)  # moving statistics: fine in the cross-replica context
     with pytest.raises(ValueError, match=r"CrossReplicaBatchNorm 'xbn': expected inputs with channel count 3 on axis -1"):
         bn(tf.ones([2, 4]), is_training=True)
+
+
+def test_mirrored_large_mean_over_many_elements(mirrored, rng):
+    """The provisional mean's rounding grows with the element count; the correction removes it.
+
+    4096 float32 values of mean 1e4 per channel: a plain two-pass mean is off by ~4e-3;
+    the corrected one is within float32's rounding of 1e4 (5e-4).
+    """
+    bn = make(mirrored, create_scale=False, create_offset=False)
+    xs = [(1e4 + rng.normal(size=(1024, 3))).astype(np.float32) for _ in range(4)]
+    build(mirrored, bn, xs)
+    ys, _ = run_replicas(mirrored, bn, xs, [np.ones_like(x) for x in xs])
+    ref = reference(np.concatenate(xs), np.ones([4096, 3]), -1)
+    np.testing.assert_allclose(bn.moving_mean.value.numpy(), ref["mean"], atol=1e-3, rtol=0)
+    np.testing.assert_allclose(bn.moving_variance.value.numpy(), ref["var"], rtol=1e-4)
+    np.testing.assert_allclose(np.concatenate(ys), ref["y"], atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype,atol", [(tf.bfloat16, 3e-2), (tf.float16, 4e-3)], ids=["bfloat16", "float16"])
+def test_mirrored_half_precision(dtype, atol, mirrored, rng):
+    """Statistics of the whole batch in float32, default decay 0.999 (1.0 in bfloat16)."""
+    bn = make(mirrored, decay_rate=0.999)
+    xs = [tf.cast(rng.normal(0.5 * i, 1.0 + i, size=(n, 3)), dtype) for i, n in enumerate((3, 2, 2, 1))]
+    build(mirrored, bn, xs)
+    ys, grads = run_replicas(mirrored, bn, xs, [tf.cast(loss_weights(x.shape), dtype) for x in xs])
+    x = np.concatenate([tf.cast(x, tf.float32).numpy() for x in xs])  # the rounded inputs
+    ref = reference(x, np.ones_like(x), -1)
+    np.testing.assert_allclose(np.concatenate(ys).astype(np.float32), ref["y"], atol=atol)
+    assert all(np.all(np.isfinite(g.astype(np.float32))) for g in grads)
+    assert_replicas_agree(mirrored, bn)
+    # One debiased update: the moving statistics are the batch's, rounded to the dtype.
+    for ema, want in [(bn.moving_mean, ref["mean"]), (bn.moving_variance, ref["var"])]:
+        assert ema.value.dtype == dtype
+        np.testing.assert_allclose(tf.cast(ema.value, tf.float32).numpy(), want, rtol=atol, atol=atol)

@@ -133,14 +133,76 @@ def test_replicas_draw_different_masks_from_identical_state(mirrored):
         d = core.Dropout(0.5, seed=11)
     x = tf.ones([32])  # the same data everywhere: any difference comes from the mask
     mirrored.run(lambda: d(x, False))
+    start = d.rng_state.values[0].numpy()
     step = tf.function(lambda: mirrored.run(lambda: d(x, True)))
+    first = None
     for _ in range(2):
         outs = [o.numpy() for o in mirrored.experimental_local_results(step())]
+        first = outs if first is None else first
         for i in range(1, len(outs)):
             assert not np.array_equal(outs[i], outs[0]), f"replica {i} drew replica 0's mask"
         states = [s.numpy() for s in mirrored.experimental_local_results(d.rng_state)]
         for i in range(1, len(states)):
             np.testing.assert_array_equal(states[i], states[0])
+    # Replica 0 draws what one device draws from the same state.
+    single = core.Dropout(0.5, seed=11)
+    single(x, False)
+    single.rng_state.assign(start)
+    np.testing.assert_array_equal(single(x, True).numpy(), first[0])
+    # A training call outside strategy.run has no replica to draw for.
+    with mirrored.scope(), pytest.raises(RuntimeError, match=r"Dropout 'dropout': a training call under a tf.distribute strategy must run inside strategy.run"):
+        d(x, True)
+
+
+def test_replicas_stay_in_step_with_uneven_batches(mirrored):
+    # Per-replica batches of 5, 3, 4 and 4 rows: every copy of the state must still
+    # advance alike, so the next step's masks come from the same state everywhere.
+    with mirrored.scope():
+        d = core.Dropout(0.5, seed=3)
+    sizes = [5, 3, 4, 4]
+    xs = [np.ones((n, 8), np.float32) for n in sizes]
+    dist = mirrored.experimental_distribute_values_from_function(lambda ctx: xs[ctx.replica_id_in_sync_group])
+    mirrored.run(lambda x: d(x, False), args=(dist,))
+    step = tf.function(lambda x: mirrored.run(lambda x: d(x, True), args=(x,)))
+    for _ in range(2):
+        outs = [o.numpy() for o in mirrored.experimental_local_results(step(dist))]
+        assert [o.shape[0] for o in outs] == sizes
+        states = [s.numpy() for s in mirrored.experimental_local_results(d.rng_state)]
+        for i in range(1, len(states)):
+            np.testing.assert_array_equal(states[i], states[0], err_msg=f"replica {i}'s random state drifted")
+        # Different masks: compare the rows every replica has.
+        for i in range(1, len(outs)):
+            assert not np.array_equal(outs[i][:3], outs[0][:3]), f"replica {i} drew replica 0's mask"
+
+
+def test_state_advances_by_the_same_step_for_any_input_size():
+    d = core.Dropout(0.5, seed=4)
+    d(tf.ones([1]), False)
+    start = d.rng_state.numpy()
+    after = []
+    for shape in ([1], [3, 5], [64, 64]):
+        d.rng_state.assign(start)
+        d(tf.ones(shape), True)
+        after.append(d.rng_state.numpy())
+    np.testing.assert_array_equal(after[0], after[1])
+    np.testing.assert_array_equal(after[0], after[2])
+    assert not np.array_equal(after[0], start)
+
+
+def test_consecutive_masks_are_not_shifted_copies():
+    # A fixed step per call must not make the next call reuse the previous call's random
+    # blocks: each call draws under its own key. Shifted copies would agree on every
+    # element at some small offset; independent masks agree on about half.
+    d = core.Dropout(0.5, seed=6)
+    x = tf.ones([4096])
+    first, second = mask(d, x), mask(d, x)
+
+    def agreement(shift):  # first[i] against second[i + shift]
+        if shift >= 0:
+            return np.mean(first[: first.size - shift] == second[shift:])
+        return np.mean(first[-shift:] == second[: second.size + shift])
+
+    assert max(agreement(k) for k in range(-64, 65)) < 0.6
 
 
 def test_bad_inputs():
@@ -156,3 +218,15 @@ def test_bad_inputs():
         core.Dropout(0.5, name="drop")(tf.ones([2], tf.int32), True)
     with pytest.raises(ValueError, match=r"Dropout 'drop': noise_shape \[2, 3\] does not broadcast against inputs of shape \(2, 4\)"):
         core.Dropout(0.5, noise_shape=[2, 3], name="drop")(tf.ones([2, 4]), True)
+    with pytest.raises(TypeError, match=r"Dropout 'drop': is_training must be a bool or a boolean scalar tensor, got 'no'"):
+        core.Dropout(0.5, name="drop")(tf.ones([2]), "no")
+    with pytest.raises(TypeError, match=r"Dropout 'drop': is_training must be a boolean scalar, got dtype int32"):
+        core.Dropout(0.5, name="drop")(tf.ones([2]), tf.constant(1))
+
+
+def test_numpy_scalars_are_numbers():
+    x = tf.ones([6, 4])
+    ours = core.Dropout(np.float32(0.25), noise_shape=[np.int64(6), None], seed=np.int64(3))
+    plain = core.Dropout(0.25, noise_shape=[6, None], seed=3)
+    np.testing.assert_array_equal(ours(x, np.bool_(True)).numpy(), plain(x, True).numpy())
+    np.testing.assert_array_equal(ours(x, np.bool_(False)).numpy(), x.numpy())

@@ -60,3 +60,22 @@ def test_bad_inputs():
         core.Embed(3, 0)
     with pytest.raises(TypeError, match="dtype must be floating point, got int32"):
         core.Embed(3, 2, dtype=tf.int32)
+
+
+def test_numpy_integer_sizes():
+    emb = core.Embed(np.int64(10), np.int32(3))
+    assert (emb.vocab_size, emb.embed_dim) == (10, 3)
+    assert type(emb.vocab_size) is int and type(emb.embed_dim) is int
+    assert emb(tf.constant([[1, 9]])).shape == (1, 2, 3)
+    assert core.Embed(np.uint16(100)).embed_dim == 19
+    assert core.embed.embedding_dim(np.int64(100)) == 19
+    with pytest.raises(ValueError, match="vocab_size must be a positive int, got True"):
+        core.Embed(True)
+
+
+def test_out_of_range_ids_under_xla_are_clamped():
+    # What the docstring promises: no error under XLA, the nearest valid row instead.
+    table = np.arange(10.0, dtype=np.float32).reshape(5, 2)
+    emb = core.Embed(existing_vocab=table)
+    lookup = tf.function(emb, jit_compile=True)
+    np.testing.assert_array_equal(lookup(tf.constant([7, -1, 2])).numpy(), table[[4, 0, 2]])

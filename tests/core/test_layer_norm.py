@@ -170,3 +170,39 @@ def test_bad_inputs():
         core.GroupNorm(0)
     with pytest.raises(ValueError, match=r"GroupNorm 'group_norm': eps must be a non-negative number, got -1"):
         core.GroupNorm(1, eps=-1)
+
+
+def test_call_time_scale_and_offset_must_keep_the_inputs_shape():
+    ln = core.LayerNorm(-1, False, False, name="ln")
+    with pytest.raises(
+        ValueError, match=r"LayerNorm 'ln': offset of shape \(4, 2, 1\) does not broadcast to the inputs' shape \(2, 3\)"
+    ):
+        ln(tf.ones([2, 3]), offset=tf.ones([4, 2, 1]))
+    with pytest.raises(ValueError, match=r"LayerNorm 'ln': scale of shape \(5,\) does not broadcast to the inputs' shape \(2, 3\)"):
+        ln(tf.ones([2, 3]), scale=np.ones([5], np.float32))
+    gn = core.GroupNorm(3, create_scale=False, create_offset=False, name="gn")
+    with pytest.raises(
+        ValueError, match=r"GroupNorm 'gn': scale of shape \(5, 1, 1\) does not broadcast to the inputs' shape \(2, 3\)"
+    ):
+        gn(tf.ones([2, 3]), scale=tf.ones([5, 1, 1]))
+    # Per-example values broadcast to the inputs' shape and are fine.
+    assert gn(tf.ones([2, 3]), scale=tf.ones([2, 1]), offset=tf.ones([2, 3])).shape == (2, 3)
+    conditional = core.GroupNorm(3, create_scale=False, create_offset=False)
+    assert conditional(tf.ones([2, 4, 3]), scale=tf.ones([2, 1, 3]), offset=tf.ones([4, 1])).shape == (2, 4, 3)
+    assert ln(tf.ones([2, 3]), scale=2.0, offset=tf.ones([2, 1])).shape == (2, 3)
+
+
+def test_numpy_integers_and_reals_are_accepted(rng):
+    x = tf.constant(rng.normal(size=(2, 3, 4)).astype(np.float32))
+    ln = core.LayerNorm(np.int64(-1), True, True, eps=np.float32(1e-3))
+    np.testing.assert_array_equal(ln(x).numpy(), core.LayerNorm(-1, True, True, eps=float(np.float32(1e-3)))(x).numpy())
+    axes = core.LayerNorm((np.int32(1), np.int64(2)), False, False)
+    np.testing.assert_array_equal(axes(x).numpy(), core.LayerNorm((1, 2), False, False)(x).numpy())
+    gn = core.GroupNorm(np.int64(2), axis=np.int64(-1), eps=np.float64(1e-4))
+    np.testing.assert_array_equal(gn(x).numpy(), core.GroupNorm(2, axis=-1, eps=1e-4)(x).numpy())
+    with pytest.raises(ValueError, match=r"GroupNorm 'group_norm': groups must be a positive int, got True"):
+        core.GroupNorm(True)
+    with pytest.raises(ValueError, match=r"LayerNorm 'layer_norm': axis must be an int, a slice or a sequence of ints, got True"):
+        core.LayerNorm(True, True, True)
+    with pytest.raises(ValueError, match=r"LayerNorm 'layer_norm': eps must be a non-negative number, got True"):
+        core.LayerNorm(-1, True, True, eps=True)

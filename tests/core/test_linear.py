@@ -46,3 +46,13 @@ def test_bad_inputs():
         core.Linear(2, with_bias=False, b_init=core.initializers.Zeros())
     with pytest.raises(TypeError, match=r"Linear 'linear': inputs must be floating point, got dtype int32"):
         core.Linear(2)(tf.ones([2, 2], tf.int32))
+
+
+def test_numpy_integer_sizes():
+    lin = core.Linear(np.int64(3))
+    assert type(lin.output_size) is int and lin.output_size == 3
+    assert lin(tf.ones([2, 4])).shape == (2, 3)
+    with pytest.raises(ValueError, match=r"Linear 'linear': output_size must be a positive int, got True"):
+        core.Linear(True)
+    with pytest.raises(ValueError, match="output_size must be a positive int"):
+        core.Linear(np.int32(0))

@@ -74,3 +74,12 @@ def test_bad_inputs():
         core.nets.MLP([0])
     with pytest.raises(ValueError, match=r"Linear 'linear_0': expected inputs of rank at least 2 .* got shape \(3,\)"):
         core.nets.MLP([2])(tf.ones([3]))
+
+
+def test_numpy_sizes_and_rate():
+    mlp = core.nets.MLP(np.array([3, 4]))
+    assert mlp(tf.ones([2, 5])).shape == (2, 4)
+    assert [layer.output_size for layer in mlp.layers] == [3, 4]
+    assert all(type(layer.output_size) is int for layer in mlp.layers)
+    # A NumPy zero rate means no dropout, as Python's 0 does (and as in Sonnet).
+    assert core.nets.MLP([2], dropout_rate=np.float32(0))(tf.ones([1, 2])).shape == (1, 2)

@@ -148,3 +148,70 @@ def test_constructor_scope_closes_on_error():
         Broken()
     # The failed constructor left no scope open behind it.
     assert tf.Variable(0.0, name="after").name == "after:0"
+
+
+class Traced(core.Module):
+    """`tf.function` methods: one creating a variable, one compiled with XLA."""
+
+    def __init__(self, name=None):
+        super().__init__(name=name)
+        self.proj = core.Linear(2, name="proj")
+        self.v = None
+
+    @tf.function
+    def forward(self, x):
+        if self.v is None:
+            self.v = tf.Variable(1.0, name="v")
+        if tf.reduce_sum(x) > 0:  # autograph still converts the body
+            x = -x
+        return self.proj(x) * self.v
+
+    @tf.function
+    def double(self, x):
+        return 2.0 * x
+
+    @tf.function(jit_compile=True, input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def compiled(self, x):
+        return self.proj(x)
+
+
+def test_tf_function_methods_run_in_module_scope():
+    m = Traced(name="outer")
+    np_out = m.forward(tf.ones([1, 3])).numpy()
+    assert sorted(v.name for v in m.variables) == ["outer/proj/b:0", "outer/proj/w:0", "outer/v:0"]
+    assert (m.forward(tf.ones([1, 3])).numpy() == np_out).all()
+    ops = [op.name for op in m.compiled.get_concrete_function().graph.get_operations()]
+    assert any(name.startswith("outer/proj/MatMul") for name in ops), ops
+
+
+def test_tf_function_methods_trace_once_per_signature():
+    m = Traced()
+    for shape in ([2], [2], [3], [3]):
+        m.double(tf.ones(shape))
+    assert m.double.experimental_get_tracing_count() == 2
+    assert isinstance(m.double, tf.types.experimental.PolymorphicFunction)
+
+
+def test_tf_function_methods_keep_jit_compile_and_input_signature():
+    m = Traced()
+    assert m.compiled.function_spec.jit_compile is True
+    assert m.compiled.input_signature == (tf.TensorSpec([None, 3], tf.float32),)
+    m.compiled(tf.ones([2, 3]))
+    traces = m.compiled.experimental_get_tracing_count()
+    m.compiled(tf.ones([4, 3]))  # the signature's None batch: no retrace
+    assert m.compiled.experimental_get_tracing_count() == traces
+    concrete = m.compiled.get_concrete_function()
+    assert concrete.function_def.attr["_XlaMustCompile"].b
+
+
+def test_no_name_scope_tf_function_is_left_alone():
+    class Free(core.Module):
+        @core.no_name_scope
+        @tf.function(reduce_retracing=True)
+        def make(self):
+            return tf.Variable(0.0, name="free").name
+
+    # Not rebuilt, so its options (reduce_retracing here) are all kept.
+    assert isinstance(vars(Free)["make"], tf.types.experimental.PolymorphicFunction)
+    assert vars(Free)["make"].python_function.__name__ == "make"
+    assert not hasattr(vars(Free)["make"].python_function, "__wrapped__")

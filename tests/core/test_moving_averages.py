@@ -109,3 +109,49 @@ def test_positional_arguments_are_sonnets():
     assert ema.name == "avg" and ema.zero_debias
     with pytest.raises(TypeError):
         core.ExponentialMovingAverage(0.5, "avg", False)  # the extras are keyword-only
+
+
+@pytest.mark.parametrize("mode", ["eager", "xla"])
+@pytest.mark.parametrize("dtype,rtol", [(tf.bfloat16, 1e-2), (tf.float16, 2e-3)], ids=["bfloat16", "float16"])
+def test_half_precision_debiases_in_float32(dtype, rtol, mode, rng):
+    """0.999 is 1.0 in bfloat16 (1 - decay**t would be 0) and 0.99902 in float16 (a 2.4% skew)."""
+    values = tf.cast(rng.normal(1.0, 1.0, size=(5, 3)), dtype)
+    ema = core.ExponentialMovingAverage(0.999)
+    step = {"eager": ema, "xla": tf.function(ema, jit_compile=True)}[mode]
+    ema.initialize(values[0])
+    got = [step(v) for v in values]
+    assert all(g.dtype == dtype for g in got) and ema.average.dtype == dtype
+    want = reference(tf.cast(values, tf.float64).numpy(), 0.999)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(tf.cast(g, tf.float64).numpy(), w, rtol=rtol)
+
+
+def test_numpy_scalars_are_accepted_but_not_bools():
+    ema = core.ExponentialMovingAverage(np.float32(0.5), zero_debias=False, warmup_length=np.int64(1))
+    assert ema.warmup_length == 1 and ema.counter.numpy() == -1
+    ema(tf.constant([4.0]))
+    np.testing.assert_array_equal(ema(tf.constant([0.0])).numpy(), [2.0])
+    with pytest.raises(TypeError, match=r"ExponentialMovingAverage '\w+': decay must be a number or a scalar tensor, got True"):
+        core.ExponentialMovingAverage(True)
+    with pytest.raises(TypeError, match=r"decay must be a number or a scalar tensor, got '0.9'"):
+        core.ExponentialMovingAverage("0.9")
+    with pytest.raises(ValueError, match=r"warmup_length must be a non-negative int, got True"):
+        core.ExponentialMovingAverage(0.5, zero_debias=False, warmup_length=True)
+
+
+@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16], ids=["bfloat16", "float16"])
+def test_half_precision_average_keeps_tracking(dtype):
+    """A half-precision `hidden` would stall once its steps drop below its resolution (a
+    constant 1 averaged to 0.40 in bfloat16 after 1000 steps); it is float32."""
+    ema = core.ExponentialMovingAverage(0.999)
+    value = tf.constant([1.0, 3.0], dtype)
+    ema.initialize(value)
+    assert [v.dtype for v in ema.variables] == [tf.int64, tf.float32, dtype]  # counter, hidden, average
+
+    @tf.function
+    def run(steps):
+        for _ in tf.range(steps):
+            ema.update(value)
+
+    run(tf.constant(2000))
+    np.testing.assert_array_equal(tf.cast(ema.value, tf.float32).numpy(), [1.0, 3.0])

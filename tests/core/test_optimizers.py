@@ -147,6 +147,131 @@ def test_deepcopy_with_its_parameters(rng):
     assert not np.array_equal(clone.params[0].numpy(), before[0])
 
 
+def test_deepcopy_of_the_optimizer_alone_serves_the_same_parameters(rng):
+    params = make_parameters(rng)
+    start = values(params)
+    opt = core.optimizers.Momentum(0.1, 0.9)
+    opt.apply([tf.ones_like(p) for p in params], params)
+    slots = values(opt.variables)
+    clone = copy.deepcopy(opt)
+    clone.apply([tf.ones_like(p) for p in params], params)  # the original parameters, not copies
+    # Two steps of 0.1 * accumulated: 1, then 0.9 * 1 + 1 (the copy kept the accumulator).
+    np.testing.assert_allclose(params[1].numpy(), start[1] - 0.1 - 0.19, rtol=1e-6)
+    for a, b in zip(values(opt.variables), slots):
+        np.testing.assert_array_equal(a, b)  # the original's slots are its own
+    assert not np.array_equal(values(clone.variables)[0], slots[0])
+    # A separate copy of the parameters is not what the slots were built for, and the
+    # error says why although the names agree.
+    copied = copy.deepcopy(params)
+    with pytest.raises(
+        ValueError,
+        match=r"Momentum 'momentum': parameter 0 is not the variable the slots were built for: both are named "
+        r"'net/table:0', but they are different variables",
+    ):
+        clone.apply([tf.ones_like(p) for p in copied], copied)
+
+
+@pytest.mark.parametrize("optimizer_first", [True, False])
+def test_deepcopy_together_serves_the_copied_parameters(optimizer_first, rng):
+    params = make_parameters(rng)
+    opt = core.optimizers.Adam(0.1)
+    opt.apply([tf.ones_like(p) for p in params], params)
+    before = values(params) + values(opt.variables)
+    if optimizer_first:  # the parameters are copied after the optimizer within one call
+        opt_copy, params_copy = copy.deepcopy((opt, params))
+    else:
+        params_copy, opt_copy = copy.deepcopy((params, opt))
+    opt_copy.apply([tf.ones_like(p) for p in params_copy], params_copy)
+    for a, b in zip(values(params) + values(opt.variables), before):
+        np.testing.assert_array_equal(a, b)
+    assert int(opt_copy.step) == 2 and int(opt.step) == 1
+    with pytest.raises(ValueError, match=r"parameter 0 is not the variable the slots were built for"):
+        opt_copy.apply([tf.ones_like(p) for p in params], params)
+
+
+def test_sgd_takes_any_parameter_list_like_sonnet(rng):
+    # One SGD for a GAN's generator and discriminator: different lists in turn.
+    generator, discriminator = make_parameters(rng), make_parameters(rng)
+    ours = core.optimizers.SGD(0.1)
+    theirs = snt.optimizers.SGD(0.1)
+    copies = [[tf.Variable(p) for p in ps] for ps in (generator, discriminator)]
+    for params, their_params in [(generator, copies[0]), (discriminator, copies[1]), (generator[:1], copies[0][:1])]:
+        updates = [tf.constant(rng.normal(size=p.shape).astype(np.float32)) for p in params]
+        ours.apply(updates, params)
+        theirs.apply(updates, their_params)
+    for a, b in zip(values(generator + discriminator), values(copies[0] + copies[1])):
+        np.testing.assert_allclose(a, b, atol=TOL, rtol=0)
+    ours.build(discriminator)  # nothing to build, and no fixed list
+    with pytest.raises(TypeError, match=r"SGD 'sgd': parameter 1 is not a tf.Variable"):
+        ours.apply([tf.ones([5, 3]), tf.ones([3])], [generator[0], tf.ones([3])])
+    with pytest.raises(ValueError, match=r"SGD 'sgd': parameters is empty"):
+        ours.apply([], [])
+    # With a schedule, the step counter counts every apply, whichever list it was given.
+    scheduled = core.optimizers.SGD(schedules.LinearDecay(0.1, 0.0, decay_steps=10))
+    scheduled.apply([tf.ones([3])], [generator[1]])
+    scheduled.apply([tf.ones([3])], [discriminator[1]])
+    assert int(scheduled.step) == 2
+
+
+def test_optimizers_with_slots_keep_one_list(rng):
+    params = make_parameters(rng)
+    opt = core.optimizers.Momentum(0.1, 0.9)
+    opt.apply([tf.ones_like(p) for p in params], params)
+    with pytest.raises(ValueError, match=r"Momentum 'momentum': got 1 parameters, but the slots were built for 2"):
+        opt.apply([tf.ones([5, 3])], params[:1])
+
+
+@pytest.mark.parametrize("name", ["SGD", "Momentum_nesterov", "Adam", "RMSProp_centered_momentum"])
+@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_half_precision_steps_stay_finite_and_near_float32(name, dtype, sparse, rng):
+    # Adam's defaults are the hard case: 0.999 is 1 in bfloat16, so a second-moment bias
+    # correction 1 - beta2^t computed in bfloat16 is 0 and the step NaN.
+    make = OPTIMIZERS[name][0]
+    start = make_parameters(rng)
+    # Start both runs from the same (half-precision) values and gradients, so the runs
+    # differ only by the half-precision storage of parameters and slots.
+    start = [tf.cast(tf.cast(p, dtype), tf.float32).numpy() for p in start]
+    updates = [[tf.cast(tf.cast(u, dtype), tf.float32).numpy() for u in us] for us in dense_updates(rng, steps=5)]
+    low, high = [tf.Variable(tf.cast(p, dtype)) for p in start], [tf.Variable(p) for p in start]
+    low_opt, high_opt = make(0.01), make(0.01)
+    for us in updates:
+        for opt, params, dt in ((low_opt, low, dtype), (high_opt, high, tf.float32)):
+            grads = [tf.cast(u, dt) for u in us]
+            if sparse:
+                grads[0] = tf.IndexedSlices(grads[0][:4], tf.constant([0, 2, 2, 4]), tf.constant([5, 3]))
+            opt.apply(grads, params)
+    half_ulp = {tf.bfloat16: 2.0**-8, tf.float16: 2.0**-11}[dtype]  # relative, below a power of 2
+    for lo, hi in zip(low, high):
+        got = tf.cast(lo, tf.float32).numpy()
+        assert lo.dtype == dtype and np.all(np.isfinite(got)), f"{name} {dtype.name}: {got}"
+        # One rounding of the parameter per step, each at most half an ulp of its magnitude.
+        magnitude = 2.0 ** np.ceil(np.log2(np.max(np.abs(hi.numpy()))))
+        np.testing.assert_allclose(got, hi.numpy(), rtol=0, atol=len(updates) * half_ulp * magnitude)
+    assert all(v.dtype == dtype for v in low_opt.variables if v.dtype.is_floating)
+    assert not np.allclose(tf.cast(low[1], tf.float32).numpy(), start[1])
+
+
+def test_numpy_hyperparameters_are_numbers(rng):
+    params = make_parameters(rng)
+    twins = [tf.Variable(p) for p in params]
+    ours = core.optimizers.Adam(np.float32(0.01), beta1=np.float64(0.8), beta2=np.float32(0.99), epsilon=np.float32(1e-6))
+    plain = core.optimizers.Adam(float(np.float32(0.01)), 0.8, float(np.float32(0.99)), float(np.float32(1e-6)))
+    for update in dense_updates(rng, steps=3):
+        ours.apply([tf.constant(u) for u in update], params)
+        plain.apply([tf.constant(u) for u in update], twins)
+    for a, b in zip(values(params), values(twins)):
+        np.testing.assert_array_equal(a, b)
+    for make in (
+        lambda: core.optimizers.SGD(np.float32(0.1)),
+        lambda: core.optimizers.Momentum(np.float32(0.1), np.float32(0.9)),
+        lambda: core.optimizers.RMSProp(np.float32(0.1), np.float32(0.9), np.float32(0.5), np.float32(1e-6)),
+    ):
+        make().apply([tf.ones_like(p) for p in params], params)
+    with pytest.raises(ValueError, match=r"Adam 'adam': beta2 must be in \[0.0, 1.0\), got np.float32\(1.0\)"):
+        core.optimizers.Adam(beta2=np.float32(1.0))
+
+
 def test_sgd_has_no_state_and_adam_counts(rng):
     params = make_parameters(rng)
     sgd = core.optimizers.SGD(0.1)

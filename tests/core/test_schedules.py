@@ -83,6 +83,16 @@ def test_traced_values_match_eager(jit):
         )
 
 
+def test_numpy_scalars_are_numbers():
+    pairs = [
+        (schedules.CosineDecay(np.float32(0.5), np.int64(8), np.float64(0.25), np.int32(2)), schedules.CosineDecay(0.5, 8, 0.25, 2)),
+        (schedules.PiecewiseConstant([np.int64(2)], [np.float32(0.5), 0.25]), schedules.PiecewiseConstant([2], [0.5, 0.25])),
+    ]
+    for ours, plain in pairs:
+        for step in STEPS:
+            assert float(ours(step)) == pytest.approx(float(plain(step)), rel=1e-7)
+
+
 def test_repr():
     assert repr(SCHEDULES["cosine_floor_warmup"]) == (
         "CosineDecay(initial_value=1.0, decay_steps=8, alpha=0.1, warmup_steps=3)"

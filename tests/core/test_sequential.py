@@ -45,3 +45,9 @@ def test_empty_is_identity_and_layers_are_tracked():
 def test_bad_inputs():
     with pytest.raises(TypeError, match=r"Sequential 'stack': layer 1 is not callable: 3"):
         core.Sequential([tf.nn.relu, 3], name="stack")
+
+
+def test_layers_sized_by_numpy_integers():
+    # Sequential takes no sizes itself; what it chains must accept NumPy sizes.
+    seq = core.Sequential([core.Linear(n) for n in np.array([3, 2])] + [core.nets.MLP(np.array([4]))])
+    assert seq(tf.ones([1, 5])).shape == (1, 4)

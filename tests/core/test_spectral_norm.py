@@ -75,6 +75,57 @@ def test_tensor_is_training(rng):
     assert sn.sigma.numpy() > 0
 
 
+def test_tensor_is_training_under_mirrored(mirrored, rng):
+    # The writes synchronise replicas ("first" aggregation), which a tf.cond branch
+    # may not do under MirroredStrategy: the flag selects instead.
+    w = tf.constant(rng.normal(size=(5, 3)).astype(np.float32))
+    with mirrored.scope():
+        sn = core.SpectralNorm()
+    mirrored.run(lambda: sn(w, is_training=False))
+    reference = core.SpectralNorm()
+    reference(w, is_training=False)
+    reference.u.assign(sn.u.values[0])
+    step = tf.function(lambda t: mirrored.run(lambda: sn(w, is_training=t)))
+
+    def copies(v):
+        return [c.numpy() for c in mirrored.experimental_local_results(v)]
+
+    u = sn.u.values[0].numpy()
+    outs = [o.numpy() for o in mirrored.experimental_local_results(step(tf.constant(False)))]
+    for c in copies(sn.u):
+        np.testing.assert_array_equal(c, u)
+    expected = reference(w, is_training=False).numpy()
+    for o in outs:
+        np.testing.assert_allclose(o, expected, rtol=1e-6)
+
+    outs = [o.numpy() for o in mirrored.experimental_local_results(step(tf.constant(True)))]
+    expected = reference(w, is_training=True).numpy()
+    for o in outs:
+        np.testing.assert_allclose(o, expected, rtol=1e-6)
+    for v, r in [(sn.u, reference.u), (sn.sigma, reference.sigma)]:
+        for c in copies(v):
+            np.testing.assert_allclose(c, r.numpy(), rtol=1e-6)
+    assert not np.allclose(copies(sn.u)[0], u)
+
+
+def test_tensor_is_training_gradient_follows_the_selected_sigma(rng):
+    w = tf.constant(rng.normal(size=(4, 3)).astype(np.float32))
+    for flag in (False, True):
+        sn, reference = core.SpectralNorm(), core.SpectralNorm()
+        sn(w, is_training=False)
+        reference(w, is_training=False)
+        reference.u.assign(sn.u)
+        grads = []
+        for module, is_training in ((sn, tf.constant(flag)), (reference, flag)):
+            with tf.GradientTape() as tape:
+                tape.watch(w)
+                loss = tf.reduce_sum(tf.sin(module(w, is_training)))
+            grads.append(tape.gradient(loss, w).numpy())
+        np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(sn.u.numpy(), reference.u.numpy())
+        np.testing.assert_array_equal(sn.sigma.numpy(), reference.sigma.numpy())
+
+
 def test_gradient_holds_u_and_v_constant(rng):
     # With u, v fixed, d(weight / sigma) where sigma = v^T W u has the closed form
     # dL/dW = G / sigma - (sum(G * W) / sigma^2) v u^T   (Miyato et al., 2018, section 2.2).
@@ -135,3 +186,18 @@ def test_bad_inputs():
         core.SpectralNorm(n_steps=0)
     with pytest.raises(ValueError, match=r"SpectralNorm 'spectral_norm': eps must be a positive number, got 0"):
         core.SpectralNorm(eps=0)
+    with pytest.raises(TypeError, match=r"SpectralNorm 'sn': is_training must be a bool or a boolean scalar tensor, got 'no'"):
+        sn(tf.ones([3, 3, 2, 4]), is_training="no")
+    with pytest.raises(TypeError, match=r"SpectralNorm 'sn': is_training must be a boolean scalar, got dtype float32"):
+        sn(tf.ones([3, 3, 2, 4]), is_training=tf.constant(1.0))
+
+
+def test_numpy_scalars_are_numbers(rng):
+    w = tf.constant(rng.normal(size=(4, 3)).astype(np.float32))
+    ours = core.SpectralNorm(n_steps=np.int64(3), eps=np.float32(1e-3))
+    plain = core.SpectralNorm(n_steps=3, eps=1e-3)
+    ours(w, np.bool_(False))
+    plain(w, False)
+    plain.u.assign(ours.u)
+    np.testing.assert_array_equal(ours(w, np.bool_(True)).numpy(), plain(w, True).numpy())
+    assert ours.n_steps == 3 and type(ours.n_steps) is int
