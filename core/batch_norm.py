@@ -30,6 +30,7 @@ from core.module import Module, once
 from core.moving_averages import ExponentialMovingAverage
 
 _LOW_PRECISION = (tf.float16, tf.bfloat16)
+_PER_EXAMPLE_HINT = " (give {what} of shape [channels], or [batch, 1, ..., channels] for per-example values)"
 
 
 def _channel_index(data_format: str) -> int | None:
@@ -56,31 +57,6 @@ def _flag(module: Module, value, what: str):
         return bool(value)
     # Anything else (a string, an int, None) would be read by its truthiness: "no" means True.
     raise TypeError(f"{utils.describe(module)}: {what} must be a bool or a boolean scalar tensor, got {value!r}")
-
-
-def _check_broadcast(module: Module, inputs_shape: tf.TensorShape, value, what: str) -> None:
-    """Raises ValueError when `value` (a call-time scale or offset) would change the output's shape.
-
-    Per-example values such as [batch, 1, 1, channels] broadcast to the inputs and are
-    fine; a value with more axes, or a size other than 1 or the inputs', would silently
-    broadcast the inputs up to a bigger output. Static shapes only: unknown sizes pass.
-    """
-    if value is None:
-        return
-    shape = getattr(value, "shape", None)
-    shape = tf.TensorShape(np.shape(value) if shape is None else shape)
-    if shape.rank is None or inputs_shape.rank is None:
-        return
-    ok = shape.rank <= inputs_shape.rank and all(
-        a is None or b is None or a == 1 or a == b
-        for a, b in zip(reversed(shape.as_list()), reversed(inputs_shape.as_list()))
-    )
-    if not ok:
-        raise ValueError(
-            f"{utils.describe(module)}: {what} of shape {shape} does not broadcast to the inputs' shape "
-            f"{inputs_shape}; the output must keep the inputs' shape (give {what} of shape [channels], or "
-            "[batch, 1, ..., channels] for per-example values)"
-        )
 
 
 class BatchNorm(Module):
@@ -248,8 +224,8 @@ class BatchNorm(Module):
             self._check(inputs)
         own_params = scale is None and offset is None
         if not own_params:
-            _check_broadcast(self, shape, scale, "scale")
-            _check_broadcast(self, shape, offset, "offset")
+            utils.check_broadcasts_to(self, scale, shape, "scale", _PER_EXAMPLE_HINT.format(what="scale"))
+            utils.check_broadcasts_to(self, offset, shape, "offset", _PER_EXAMPLE_HINT.format(what="offset"))
         if self.create_scale:
             scale = self.scale
         if self.create_offset:

@@ -372,33 +372,9 @@ def _params(module, inputs_shape: tf.TensorShape, scale: tf.Tensor | None, offse
         raise ValueError(f"{utils.describe(module)}: scale given at call time, but create_scale=True")
     if module.offset is not None and offset is not None:
         raise ValueError(f"{utils.describe(module)}: offset given at call time, but create_offset=True")
-    _check_broadcast(module, inputs_shape, scale, "scale")
-    _check_broadcast(module, inputs_shape, offset, "offset")
+    utils.check_broadcasts_to(module, scale, inputs_shape, "scale")
+    utils.check_broadcasts_to(module, offset, inputs_shape, "offset")
     return (module.scale if scale is None else scale), (module.offset if offset is None else offset)
-
-
-def _check_broadcast(module: Module, inputs_shape: tf.TensorShape, value, what: str) -> None:
-    """Raises ValueError when `value` (a call-time scale or offset) would change the output's shape.
-
-    Per-example values such as [batch, 1, channels] broadcast to the inputs and are
-    fine; a value with more axes, or a size other than 1 or the inputs', would silently
-    broadcast the inputs up to a bigger output. Static shapes only: unknown sizes pass.
-    """
-    if value is None:
-        return
-    shape = getattr(value, "shape", None)
-    shape = tf.TensorShape(np.shape(value) if shape is None else shape)
-    if shape.rank is None or inputs_shape.rank is None:
-        return
-    ok = shape.rank <= inputs_shape.rank and all(
-        a is None or b is None or a == 1 or a == b
-        for a, b in zip(reversed(shape.as_list()), reversed(inputs_shape.as_list()))
-    )
-    if not ok:
-        raise ValueError(
-            f"{utils.describe(module)}: {what} of shape {shape} does not broadcast to the inputs' shape "
-            f"{inputs_shape}; the output must keep the inputs' shape"
-        )
 
 
 def _check_inputs(module, inputs: tf.Tensor) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "check_size",
     "check_dtype",
     "check_floating",
+    "check_broadcasts_to",
     "port_variables",
     "set_seed",
 ]
@@ -89,6 +90,32 @@ def check_floating(module: tf.Module, value: Any, what: str = "inputs") -> None:
     got = tf.as_dtype(value.dtype)
     if not got.is_floating:
         raise TypeError(f"{describe(module)}: {what} must be floating point, got dtype {got.name}")
+
+
+def check_broadcasts_to(module: tf.Module, value: Any, shape: tf.TensorShape, what: str, hint: str = "") -> None:
+    """Raises ValueError when `value` would broadcast `shape` up to a bigger shape.
+
+    For values combined elementwise with an input (a call-time scale or offset): one of
+    shape [channels] or [batch, 1, ..., channels] broadcasts *to* the input and is fine;
+    one with more axes, or a size other than 1 or the input's, would silently enlarge
+    the output. Static shapes only: unknown sizes pass.
+    """
+    if value is None:
+        return
+    value_shape = getattr(value, "shape", None)
+    value_shape = tf.TensorShape(np.shape(value) if value_shape is None else value_shape)
+    shape = tf.TensorShape(shape)
+    if value_shape.rank is None or shape.rank is None:
+        return
+    fits = value_shape.rank <= shape.rank and all(
+        a is None or b is None or a == 1 or a == b
+        for a, b in zip(reversed(value_shape.as_list()), reversed(shape.as_list()))
+    )
+    if not fits:
+        raise ValueError(
+            f"{describe(module)}: {what} of shape {value_shape} does not broadcast to the inputs' shape "
+            f"{shape}; the output must keep the inputs' shape{hint}"
+        )
 
 
 def _relative_names(module: tf.Module) -> list[tuple[str, tf.Variable]]:
