@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 import core
+from models.dnc import dnc
 
 Inputs = tuple
 Forward = Callable[[tf.Module, Inputs, bool], Any]
@@ -287,7 +288,27 @@ ENTRIES: list[Entry] = [
         forward=call_training,
         updates_itself=True,
     ),
+    # --- models ---------------------------------------------------------------------
+    # The DNC core, unrolled over 3 steps (time-major) from its initial state.
+    Entry("DNC", dnc.DNC, lambda: _dnc(), normal(3, 2, 5), forward=lambda m, x, t: _unroll(m, x[0])),
+    Entry(
+        "DNC_csordas",
+        dnc.DNC,
+        lambda: _dnc(masking=True, deallocation=True, link_sharpening=True, strength_op="oneplus", num_writes=2),
+        normal(3, 2, 5),
+        forward=lambda m, x, t: _unroll(m, x[0]),
+    ),
 ]
+
+
+def _dnc(**access) -> dnc.DNC:
+    config = dict(memory_size=6, word_size=4, num_reads=2, num_writes=1)
+    config.update(access)
+    return dnc.DNC(config, dict(hidden_size=8), output_size=3, clip_value=20)
+
+
+def _unroll(core_: core.RNNCore, x: tf.Tensor) -> Any:
+    return core.dynamic_unroll(core_, x, core_.initial_state(tf.shape(x)[1]))
 
 # --- optimizers: the test-only harness of the optimizer entries --------------------------
 
