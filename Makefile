@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+RUN_ARGS ?=
+BAZEL_ARGS ?=
 
-.PHONY: run test clean
+.PHONY: run test bazel-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +23,23 @@ $(VENV)/.installed-test: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The benchmark harness at the quick preset; flags go through RUN_ARGS, e.g.
+# make run RUN_ARGS="--preset paper" (see python -m benchmarks.run --help).
 run: $(VENV)/.installed-bench
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.run $(RUN_ARGS)
 
 # -n 2 lives here, not in the pytest configuration, so that
 # `pytest benchmarks --benchmark-only` (which refuses xdist) keeps working.
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
+
+# Bazel, for those who build with it: Debian's bazel-bootstrap (Bazel 4.2.3) if bazel is
+# missing, then every test through Bazel. Tests run with the first python3 on PATH,
+# hence the venv's bin first.
+bazel-test: $(VENV)/.installed-test
+	command -v bazel >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bazel-bootstrap >/dev/null; }
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bazel test //... $(BAZEL_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -78,6 +78,17 @@ def interleaved(
         else:
             times_a.append(time_calls(a, number))
             times_b.append(time_calls(b, number))
-    ratios = np.asarray(times_a) / np.asarray(times_b)
+    return times_a, times_b, ratio(times_a, times_b)
+
+
+def ratio(numerators: Sequence[float], denominators: Sequence[float]) -> Ratio:
+    """The median of the paired ratios numerators[i] / denominators[i], with its 95% interval.
+
+    Pair i must come from the same repeat of an interleaved measurement, so that both
+    sides saw the same machine load.
+    """
+    if len(numerators) != len(denominators) or not numerators:
+        raise ValueError(f"need two equally long, non-empty lists, got {len(numerators)} and {len(denominators)}")
+    ratios = np.asarray(numerators, float) / np.asarray(denominators, float)
     low, high = bootstrap_median_ci(ratios)
-    return times_a, times_b, Ratio(float(np.median(ratios)), low, high, repeats)
+    return Ratio(float(np.median(ratios)), low, high, len(ratios))

@@ -1,0 +1,96 @@
+"""The registry, and every registered workload: modes agree, bfloat16 runs in bfloat16."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from benchmarks import cases, flops, measure, registry, steps
+
+NAMES = list(registry.load())
+PEERS = [(name, peer) for name in NAMES for peer in sorted(registry.load()[name].peers)]
+
+
+def _prepare(name: str, dtype: tf.DType = tf.float32, implementation: str = "ours") -> measure.Prepared:
+    workload = registry.select([name])[0]
+    builder = workload.build if implementation == "ours" else workload.peers[implementation]
+    return measure.prepare(builder, workload.size("smoke"), measure.Settings.for_preset("smoke", dtype=dtype))
+
+
+def _values(variables) -> list[np.ndarray]:
+    return [np.asarray(v.numpy()) for v in variables]
+
+
+def test_the_core_workloads_come_first_in_order():
+    assert NAMES[:5] == ["mlp", "lstm", "conv_bn", "conv_lstm", "attention"]
+
+
+def test_every_workload_has_every_preset_and_a_case_per_peer():
+    for workload in registry.select():
+        assert set(workload.sizes) == set(registry.PRESETS)
+        assert set(workload.peers) <= set(measure.PEER_NAMES)
+
+
+def test_a_workload_needs_every_preset():
+    with pytest.raises(ValueError, match="no sizes for preset"):
+        registry.Workload("w", "", {"quick": {}}, build=lambda dtype: None)
+
+
+def test_names_are_unique_and_unknown_names_are_explained():
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(registry.select(["mlp"])[0])
+    with pytest.raises(KeyError, match="registered: "):
+        registry.select(["no_such_workload"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_eager_function_and_xla_agree(name):
+    prepared = _prepare(name)
+    case, x = prepared.case, prepared.inputs
+    start = _values(case.variables())
+    results = {}
+    for mode in steps.MODES:
+        outputs = steps.to_host(steps.single_device(case, "forward", mode)(x))
+        loss, grads = steps.wrap(case.loss_and_grads, mode)(x)
+        train_loss = steps.single_device(case, "train", mode)(x)
+        results[mode] = outputs, [loss.numpy(), *map(np.asarray, grads)], train_loss.numpy(), _values(case.variables())
+        for variable, value in zip(case.variables(), start):
+            variable.assign(value)
+    eager = results["eager"]
+    for mode in ("function", "xla"):
+        got = results[mode]
+        for a, b in zip(eager[0], got[0]):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=f"{mode} forward")
+        for a, b in zip(eager[1], got[1]):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=f"{mode} loss and gradients")
+        np.testing.assert_allclose(got[2], eager[2], rtol=1e-4, err_msg=f"{mode} train step loss")
+        # Adam's first step moves each parameter by about the learning rate times the sign
+        # of its gradient, so a gradient within rounding of zero may move either way.
+        for a, b in zip(eager[3], got[3]):
+            np.testing.assert_allclose(b, a, atol=2.5 * cases.LEARNING_RATE, err_msg=f"{mode} state after a step")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bfloat16_runs_in_bfloat16_end_to_end(name):
+    prepared = _prepare(name, tf.bfloat16)
+    # Parameters are bfloat16. (Some non-trainable state may accumulate in float32 on
+    # purpose, as moving averages do: a 0.001 step vanishes in bfloat16's 8-bit mantissa.)
+    parameters = [v for v in prepared.case.variables() if v.trainable]
+    assert parameters and {v.dtype for v in parameters} == {tf.bfloat16}
+    for step in steps.STEPS:
+        fn = steps.single_device(prepared.case, step, "function")
+        outputs = fn(prepared.inputs)
+        assert {o.dtype for o in tf.nest.flatten(outputs) if o.dtype.is_floating} == {tf.bfloat16}
+        dtypes = flops.compute_dtypes(fn.get_concrete_function(prepared.inputs).graph)
+        assert dtypes and all(d == ["bfloat16"] for d in dtypes.values()), dtypes
+
+
+@pytest.mark.parametrize("name,peer", PEERS)
+def test_bfloat16_peers_compute_in_bfloat16_where_they_run(name, peer):
+    try:
+        prepared = _prepare(name, tf.bfloat16, peer)
+    except Exception as e:  # noqa: BLE001 -- the harness reports such a peer as an error row
+        pytest.skip(f"{peer} cannot run {name} in bfloat16: {type(e).__name__}")
+    for step in steps.STEPS:
+        fn = steps.single_device(prepared.case, step, "function")
+        dtypes = flops.compute_dtypes(fn.get_concrete_function(prepared.inputs).graph)
+        assert dtypes and all(d == ["bfloat16"] for d in dtypes.values()), dtypes
