@@ -70,6 +70,13 @@ def allocation_weights(usage: tf.Tensor) -> tf.Tensor:
     Usage is first squeezed into [eps, 1] so that an entirely free memory still ranks
     its slots. Gradients flow through the sorted usages; the sort order is a constant.
 
+    The sort makes the step discontinuous where two usages are nearly equal: rounding
+    differences of a few units in the last place (XLA fuses multiply-adds where eager
+    kernels do not) can rank such slots the other way, and the write then goes to the
+    other slot. The two states then agree up to a permutation of slots (and the tiny
+    usage difference), and the outputs agree: nothing but this tie order depends on
+    where in memory a word sits.
+
     Args:
       usage: [B, N], in [0, 1].
 
