@@ -86,3 +86,22 @@ def test_command_line(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-10")
     bad = subprocess.run([sys.executable, "-m", "models.dnc.train"], capture_output=True, text=True, cwd=ROOT, env=env)
     assert bad.returncode != 0 and "--workdir is required" in bad.stderr
+
+
+@pytest.mark.slow
+def test_repeat_copy_is_solved(tmp_path):
+    """The reproduction, opt-in: learning rate 1e-3 solves repeat copy (held-out loss
+    under 0.1 nats, no wrong bit on 1,000 sequences) in about 6,000 steps here."""
+    result = run(
+        tmp_path,
+        "train.num_steps=20000",
+        "train.log_every=500",
+        "train.eval_every=500",
+        "train.checkpoint_every=5000",
+        "train.stop_when_solved=True",
+        "repeat_copy.RepeatCopyTask.eval_sequences=1000",
+        "repeat_copy.RepeatCopyTask.eval_batch_size=100",
+        NO_GENERALIZATION,
+    )
+    assert result["solved_at"] is not None, result["eval"]
+    assert result["eval"]["held_out"]["loss"] < 0.1 and result["eval"]["held_out"]["bit_errors"] == 0.0
