@@ -76,12 +76,18 @@ class BatchNorm(Module):
     Normalisation itself always uses the biased batch variance.
 
     The batch statistics always come from a corrected two-pass algorithm (see
-    `_moments`), never from the fused kernel: XLA lowers that kernel with
-    E[x^2] - E[x]^2, which for float32 data of mean 1e4 and spread 1 gets the variance
-    wrong by a factor of about 80. Inference with the moving averages, where the kernel
-    takes the statistics as given, uses it for rank-4 channels-last float32 inputs, as
-    Sonnet does. Float16 and bfloat16 inputs are normalised, and their statistics
-    averaged, in float32; the parameters and moving averages keep the input's dtype.
+    `_moments`), never from TensorFlow's fused kernel applied to the inputs as they
+    are: XLA lowers that kernel with E[x^2] - E[x]^2, which for float32 data of mean
+    1e4 and spread 1 gets the variance wrong by a factor of about 80. In training the
+    kernel does serve as the second pass, on inputs already centred on their mean
+    (see `_fused_batch_normalize`), which makes the training step as fast as Sonnet's;
+    float64 inputs, which the kernel does not take, and `CrossReplicaBatchNorm` over
+    several replicas get the same algorithm from plain ops with the gradient in
+    closed form (`_normalize_batch`). Inference with the moving averages, where the
+    kernel takes the statistics as given, uses it for rank-4 channels-last float32
+    inputs, as Sonnet does. Float16 and bfloat16 inputs are normalised, and their
+    statistics averaged, in float32; the parameters and moving averages keep the
+    input's dtype.
 
     Scale and offset are used in one of three ways: learnt (`create_scale=True`), absent
     (`create_scale=False`, nothing passed; the variable `scale` still exists, fixed at
@@ -165,8 +171,22 @@ class BatchNorm(Module):
         self._stat_shape = [channels if i == axis else 1 for i in range(rank)]
         # Where Sonnet runs TensorFlow's fused kernel; it reports the unbiased variance.
         self._unbiased_moving_variance = rank == 4 and self.channel_index == -1
-        # The fused kernel takes float32 parameters; only inference uses it (see the class docstring).
+        # Inference with the moving averages by the fused kernel, where Sonnet uses it (it
+        # takes float32 parameters; see the class docstring).
         self._fused = self._unbiased_moving_variance and dtype == tf.float32
+        # Training by the fused kernel (`_fused_batch_normalize`), which computes in
+        # float32 only, sees the inputs as 4-D: channels last, [elements, 1, 1, channels],
+        # or channels first, [batch, channels, elements, 1].
+        self._fused_training = dtype != tf.float64
+        self._fused_layout = "NHWC" if axis == rank - 1 else "NCHW"
+        self._fused_shape = None
+        if rank != 4:
+            spatial = shape[axis + 1 :].num_elements()
+            self._fused_shape = [-1, 1, 1, channels] if axis == rank - 1 else [-1, channels, spatial, 1]
+        with tf.init_scope():
+            # The kernel's [channels] scale and offset when the module has none, and its
+            # (unused) statistics inputs in training.
+            self._kernel_defaults = (tf.ones([channels]), tf.zeros([channels]), tf.constant([], tf.float32))
         zeros = tf.zeros(self._stat_shape, dtype)
         self.moving_mean.initialize(zeros)
         self.moving_variance.initialize(zeros)
@@ -246,8 +266,7 @@ class BatchNorm(Module):
         if tensor_flags:
             outputs = self._normalize_selected(x, is_training, test_local_stats, scale, offset)
         elif is_training or test_local_stats:
-            mean, variance, count = self._moments(x)
-            outputs = self._normalize(x, mean, variance, scale, offset)
+            outputs, mean, variance, count = self._batch_normalize(x, scale, offset, own_params)
             if is_training:
                 self._update_moving_averages(mean, variance, count)
         else:
@@ -279,13 +298,16 @@ class BatchNorm(Module):
         mean_square = tf.reduce_mean(tf.square(centred), self._reduce_axes, keepdims=True)
         # Rounding can take a constant channel's variance a hair below zero.
         variance = tf.maximum(mean_square - tf.square(correction), 0.0)
-        mean = shift + correction
+        return shift + correction, variance, self._count(inputs)
+
+    def _count(self, inputs: tf.Tensor) -> tf.Tensor | int:
+        """The number of elements per channel: a Python int when the shape is known."""
         count = 1
         for i in self._reduce_axes:
-            count = None if count is None or inputs.shape[i] is None else count * inputs.shape[i]
-        if count is None:
-            count = tf.size(inputs) // self._channels
-        return mean, variance, count
+            if inputs.shape[i] is None:
+                return tf.size(inputs) // self._channels
+            count *= inputs.shape[i]
+        return count
 
     def _moving_statistics(self) -> tuple[tf.Tensor, tf.Tensor]:
         """The moving mean and variance, in the dtype the maths runs in."""
@@ -320,6 +342,154 @@ class BatchNorm(Module):
             outputs = outputs + offset
         return outputs
 
+    def _batch_normalize(self, inputs, scale, offset, own_params: bool) -> tuple:
+        """Normalises by the batch's statistics: outputs, mean, (biased) variance, element count.
+
+        The statistics have the statistics' shape or, channels last, [channels] (the same
+        numbers, broadcast by the moving averages' update).
+        """
+        if self._fused_training:
+            return self._fused_batch_normalize(inputs, scale, offset, own_params)
+        mean, variance, count = self._moments(inputs)
+        return self._normalize_batch(inputs, mean, variance, count, scale, offset), mean, variance, count
+
+    def _fused_batch_normalize(self, inputs, scale, offset, own_params: bool) -> tuple:
+        """`_batch_normalize` by TensorFlow's fused kernel, on inputs centred on their mean.
+
+        The corrected two-pass algorithm of `_moments`, with the kernel as its second pass:
+        centred on their (stop-gradient) mean first, the values the kernel sees have a
+        mean near zero, which it gets to float32's rounding of their spread (that mean is
+        the first pass's rounding error, the correction), and a variance that even the
+        E[x^2] - E[x]^2 of XLA's lowering loses nothing to cancellation on. Shifting the
+        inputs by a constant changes neither the outputs nor their derivative, so
+        autodiff through the kernel (its fused gradient kernel) gives the batch-norm
+        gradient with respect to the inputs, through the statistics included.
+
+        A per-channel scale and offset go into the kernel; others (per example, given at
+        call time) are applied to its outputs.
+        """
+        shift = tf.stop_gradient(tf.reduce_mean(inputs, self._reduce_axes, keepdims=True))
+        centred = inputs - shift
+        if self._fused_shape is not None:
+            if self._fused_shape[2] is None:  # channels first, with unknown spatial sizes
+                centred = tf.reshape(centred, [tf.shape(inputs)[0], self._channels, -1, 1])
+            else:
+                centred = tf.reshape(centred, self._fused_shape)
+        ones, zeros, empty = self._kernel_defaults
+        outer_scale = outer_offset = None
+        if not own_params:
+            if scale is not None and not self._is_per_channel(scale):
+                scale, outer_scale = None, scale
+            # The offset comes after the scale.
+            if offset is not None and (outer_scale is not None or not self._is_per_channel(offset)):
+                offset, outer_offset = None, offset
+        # The kernel's fifth output (reserve_space_2) is the biased variance; its third, the unbiased one.
+        outputs, mean, _, _, variance, _ = tf.raw_ops.FusedBatchNormV3(
+            x=centred,
+            scale=ones if scale is None else self._channel_vector(scale),
+            offset=zeros if offset is None else self._channel_vector(offset),
+            mean=empty,
+            variance=empty,
+            epsilon=self.eps,
+            exponential_avg_factor=1.0,
+            data_format=self._fused_layout,
+            is_training=True,
+        )
+        if self._fused_shape is not None:
+            outputs = tf.reshape(outputs, tf.shape(inputs))
+        if outer_scale is not None:
+            outputs = outputs * outer_scale
+        if outer_offset is not None:
+            outputs = outputs + outer_offset
+        if self._fused_layout == "NCHW":
+            mean, variance = tf.reshape(mean, self._stat_shape), tf.reshape(variance, self._stat_shape)
+        # Channels last, the [channels] vectors broadcast to the statistics' shape as they are
+        # (a reshape each would cost more than the rest of the call in eager mode).
+        return outputs, shift + mean, variance, self._count(inputs)
+
+    def _channel_vector(self, value) -> tf.Tensor | tf.Variable:
+        """A per-channel scale or offset as the fused kernel's [channels] vector."""
+        if tf.is_tensor(value) and value.shape.rank == 1 and value.shape[0] == self._channels:
+            return value  # a variable as it is: the kernel reads it
+        value = tf.convert_to_tensor(value, tf.float32)
+        if value.shape.num_elements() == self._channels:
+            return tf.reshape(value, [self._channels])
+        return tf.broadcast_to(tf.reshape(value, [-1]), [self._channels])  # one value for all channels
+
+    def _is_per_channel(self, value) -> bool:
+        """Whether `value`, broadcast to the inputs, is constant along every axis but the channel axis."""
+        return not set(self._reduce_axes) - set(self._constant_axes(value))
+
+    def _constant_axes(self, value) -> list[int]:
+        """The reduction axes along which `value`, broadcast to the inputs, is constant (size 1)."""
+        if value is None:
+            return self._reduce_axes
+        shape = getattr(value, "shape", None)
+        shape = tf.TensorShape(np.shape(value) if shape is None else shape)
+        if shape.rank is None:
+            return []
+        padded = [1] * (self._rank - shape.rank) + shape.as_list()
+        return [i for i in self._reduce_axes if padded[i] == 1]
+
+    def _normalize_batch(self, inputs, mean, variance, count, scale, offset) -> tf.Tensor:
+        """Normalises by the batch statistics `mean` and `variance`, with the gradient in closed form.
+
+        Autodiff through `_moments` and `_normalize` builds a dozen elementwise ops over
+        the activations for the backward pass; the closed form takes two per-channel
+        sums. With x_hat = (x - mean) * inv, inv = 1 / sqrt(variance + eps), g = dy * scale
+        the gradient with respect to x_hat, and m the element count per channel, the
+        derivative through the statistics included is (Ioffe & Szegedy, 2015, section 3)
+
+            dx = inv / m * (m * g - sum(g) - x_hat * sum(g * x_hat)).
+
+        The sums run over the batch the statistics come from (`_batch_sums`: for
+        `CrossReplicaBatchNorm`, over all replicas, in one all-reduce of 2C numbers).
+        Where the scale is constant (along every reduced axis for a per-channel scale,
+        along the non-batch ones for a per-example one), dy and dy * x_hat are summed
+        first and multiplied by it after, which also gives the gradients of the scale
+        and the offset. `mean` and `variance` keep their own gradient paths, unused in
+        the first derivative, so that second derivatives are right too.
+        """
+        inv = tf.math.rsqrt(variance + self.eps)
+        m = float(count) if isinstance(count, int) else tf.cast(count, inputs.dtype)
+        # Variables are read here, so that their gradients flow through the reads.
+        scale, offset = [p if p is None else tf.convert_to_tensor(p, inputs.dtype) for p in (scale, offset)]
+        first = self._constant_axes(scale)
+        rest = [i for i in self._reduce_axes if i not in first]
+        # The offset's gradient is a sum of dy's too; over `first` only if the offset is constant there.
+        offset_first = offset is not None and not set(first) - set(self._constant_axes(offset))
+        factor = inv if scale is None else inv * scale
+
+        @tf.custom_gradient
+        def normalize(x, *params):
+            centred = x - mean
+            y = centred * factor
+            return (y if offset is None else y + params[-1]), lambda dy: grad(dy, centred)
+
+        def grad(dy, centred):
+            dy_sum = tf.reduce_sum(dy, first, keepdims=True)
+            dy_centred_sum = tf.reduce_sum(dy * centred, first, keepdims=True)
+            dy_hat_sum = dy_centred_sum * inv  # the sum of dy * x_hat
+            sums = [dy_sum, dy_hat_sum]
+            if scale is not None:
+                sums = [s * scale for s in sums]
+                if rest:
+                    sums = [tf.reduce_sum(s, rest, keepdims=True) for s in sums]
+            g_sum, g_hat_sum = self._batch_sums(sums)
+            dx = dy * factor - (centred * (g_hat_sum * inv * inv / m) + g_sum * inv / m)
+            grads = [dx]
+            if scale is not None:
+                grads.append(_sum_to_shape_of(dy_hat_sum, scale))
+            if offset is not None:
+                grads.append(_sum_to_shape_of(dy_sum if offset_first else dy, offset))
+            return grads
+
+        return normalize(inputs, *[p for p in (scale, offset) if p is not None])
+
+    def _batch_sums(self, sums: list[tf.Tensor]) -> list[tf.Tensor]:
+        """Per-channel sums over this replica's batch made sums over the statistics' batch."""
+        return sums
+
     def _fused_inference(self, inputs: tf.Tensor) -> tf.Tensor:
         """Normalises with the moving averages by TensorFlow's fused kernel (NHWC, float32), as Sonnet."""
         outputs, *_ = tf.raw_ops.FusedBatchNormV3(
@@ -346,6 +516,17 @@ class BatchNorm(Module):
         outputs = self._normalize(inputs, mean, variance, scale, offset)
         self._update_moving_averages(batch_mean, batch_variance, count, enabled=is_training)
         return outputs
+
+
+def _sum_to_shape_of(t: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """The gradient `t` of a value broadcast from `like`: summed over the broadcast axes."""
+    if like.shape.is_fully_defined() and t.shape.is_fully_defined():
+        if like.shape == t.shape:
+            return t
+        if like.shape.num_elements() == t.shape.num_elements():
+            return tf.reshape(t, like.shape)
+    _, axes = tf.raw_ops.BroadcastGradientArgs(s0=tf.shape(t), s1=tf.shape(like))
+    return tf.reshape(tf.reduce_sum(t, axes), tf.shape(like))
 
 
 class CrossReplicaBatchNorm(BatchNorm):
@@ -380,7 +561,8 @@ class CrossReplicaBatchNorm(BatchNorm):
     The cost chosen here: two all-reduces of C + 1 and 2C numbers per call (and one of
     2C in the backward pass), instead of one, so twice the latency of the shortcut, with
     negligible bandwidth next to the activations, and a second read of the local
-    activations. With one replica no collective runs.
+    activations. With one replica no collective runs, and the module computes exactly
+    as `BatchNorm`, fused kernel included.
 
     In inference with the moving averages no collective runs either, and the module
     also works in the cross-replica context; batch statistics need a replica context.
@@ -398,6 +580,20 @@ class CrossReplicaBatchNorm(BatchNorm):
                 "strategy.run, not in the cross-replica context"
             )
         return ctx
+
+    def _batch_normalize(self, inputs, scale, offset, own_params: bool) -> tuple:
+        if self._replica_context().num_replicas_in_sync == 1:
+            return super()._batch_normalize(inputs, scale, offset, own_params)
+        # The fused kernel would see this replica's batch only.
+        mean, variance, count = self._moments(inputs)
+        return self._normalize_batch(inputs, mean, variance, count, scale, offset), mean, variance, count
+
+    def _batch_sums(self, sums: list[tf.Tensor]) -> list[tf.Tensor]:
+        ctx = self._replica_context()
+        if ctx.num_replicas_in_sync == 1:
+            return sums
+        totals = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat(sums, 0))
+        return tf.split(totals, len(sums), 0)
 
     def _moments(self, inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | int]:
         ctx = self._replica_context()

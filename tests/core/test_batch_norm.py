@@ -379,3 +379,122 @@ def test_large_mean_over_many_elements(rng):
     np.testing.assert_allclose(bn.moving_mean.value.numpy(), want_mean, atol=1e-3, rtol=0)
     np.testing.assert_allclose(bn.moving_variance.value.numpy(), want_var, rtol=1e-4)
     np.testing.assert_allclose(y, want_y, atol=1e-3)
+
+
+# --- gradients: the fused kernel's and the closed form's, against autodiff in float64 ------
+
+GRADIENT_LAYOUTS = {  # shape, data_format
+    "rank2": ((6, 3), "channels_last"),
+    "rank4_nhwc": ((3, 2, 2, 3), "channels_last"),
+    "rank4_nchw": ((3, 3, 2, 2), "channels_first"),
+    "rank3_ncw": ((3, 3, 4), "NCW"),
+}
+# How scale and offset are given: learnt, absent, or at call time with these shapes
+# ("channel" is [channels] in the layout's position, "example" [batch, 1, ..., channels]).
+GRADIENT_PARAMS = {
+    "learnt": None,
+    "absent": (),
+    "channel": ("channel", "channel"),
+    "example": ("example", "example"),
+    "example_scale_channel_offset": ("example", "channel"),
+    "example_shared_by_channels": ("example_all_channels", None),
+}
+
+
+def textbook_batch_norm(x, axes, scale=None, offset=None):
+    """Batch norm by the definition, in plain TensorFlow ops: the reference autodiff differentiates."""
+    mean = tf.reduce_mean(x, axes, keepdims=True)
+    y = (x - mean) * tf.math.rsqrt(tf.reduce_mean(tf.square(x - mean), axes, keepdims=True) + 1e-5)
+    y = y if scale is None else y * scale
+    return y if offset is None else y + offset
+
+
+def first_and_second_derivatives(fn, x, params, w, v):
+    """fn(x, *params), d(sum(w * y))/d(x, params), and d(sum(v * dx))/d(x, params)."""
+    with tf.GradientTape() as outer:
+        outer.watch([x] + params)
+        with tf.GradientTape() as inner:
+            inner.watch([x] + params)
+            y = fn(x, *params)
+            loss = tf.reduce_sum(y * w)
+        first = inner.gradient(loss, [x] + params)
+        second_loss = tf.reduce_sum(first[0] * v)
+    second = outer.gradient(second_loss, [x] + params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return [y] + first + second
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+@pytest.mark.parametrize("params", GRADIENT_PARAMS)
+@pytest.mark.parametrize("layout", GRADIENT_LAYOUTS)
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=lambda d: d.name)
+def test_gradients_match_autodiff_of_the_definition(dtype, layout, params, mode, rng):
+    """Outputs, gradients (inputs, scale, offset) and second derivatives of training, every way of
+    giving scale and offset. float32 runs the fused kernel; float64 the closed-form gradient."""
+    shape, data_format = GRADIENT_LAYOUTS[layout]
+    axis = -1 % len(shape) if data_format == "channels_last" else 1
+    axes = [i for i in range(len(shape)) if i != axis]
+    param_shapes = {
+        "channel": [shape[axis] if i == axis else 1 for i in range(len(shape))],
+        "example": [shape[i] if i in (0, axis) else 1 for i in range(len(shape))],
+        "example_all_channels": [shape[0]] + [1] * (len(shape) - 1),
+    }
+    x = rng.normal(3.0, 2.0, size=shape)
+    w, v = rng.normal(size=shape), rng.normal(size=shape)
+    learnt = GRADIENT_PARAMS[params] is None
+    bn = core.BatchNorm(
+        learnt,
+        learnt,
+        scale_init=core.initializers.RandomNormal(1.0, 0.3) if learnt else None,
+        offset_init=core.initializers.RandomNormal(0.0, 0.3) if learnt else None,
+        data_format=data_format,
+    )
+    bn(tf.constant(x, dtype), is_training=False)
+    if learnt:
+        values = [bn.scale.numpy(), bn.offset.numpy()]
+        given = []
+    else:
+        values = [None if s is None else rng.uniform(0.5, 2.0, size=param_shapes[s]) for s in GRADIENT_PARAMS[params]]
+        given = [tf.constant(p, dtype) for p in values if p is not None]
+    names = [n for n, p in zip(["scale", "offset"], values) if p is not None]
+
+    def ours(x, *given):
+        return bn(x, is_training=True, **dict(zip(names, given)))
+
+    if learnt:  # the variables' gradients, through their reads
+
+        def derivatives(x, w, v):
+            with tf.GradientTape() as outer:
+                outer.watch(x)
+                with tf.GradientTape() as inner:
+                    inner.watch(x)
+                    y = bn(x, is_training=True)
+                    loss = tf.reduce_sum(y * w)
+                first = inner.gradient(loss, [x, bn.scale, bn.offset])
+                second_loss = tf.reduce_sum(first[0] * v)
+            zero = tf.UnconnectedGradients.ZERO
+            return [y] + first + outer.gradient(second_loss, [x, bn.scale, bn.offset], unconnected_gradients=zero)
+
+    else:
+
+        def derivatives(x, w, v, *given):
+            return first_and_second_derivatives(ours, x, list(given), w, v)
+
+    if mode != "eager":
+        derivatives = tf.function(derivatives, jit_compile=mode == "xla")
+    got = derivatives(*[tf.constant(t, dtype) for t in [x, w, v]], *given)
+
+    reference_params = [
+        tf.constant(p.astype(np.float64).reshape(param_shapes["channel"]) if learnt else p)
+        for p in values
+        if p is not None
+    ]
+
+    def reference(x, *params):
+        return textbook_batch_norm(x, axes, **dict(zip(names, params)))
+
+    want = first_and_second_derivatives(reference, tf.constant(x), reference_params, tf.constant(w), tf.constant(v))
+    what = ["outputs", "d inputs"] + [f"d {n}" for n in names] + ["d2 inputs"] + [f"d2 inputs, {n}" for n in names]
+    tol = 1e-4 if dtype == tf.float32 else 1e-10
+    for name, a, b in zip(what, got, want, strict=True):
+        b = np.zeros(a.shape) if b is None else b.numpy()
+        np.testing.assert_allclose(a.numpy(), b.reshape(a.shape), rtol=tol, atol=tol, err_msg=name)

@@ -228,3 +228,74 @@ def test_mirrored_half_precision(dtype, atol, mirrored, rng):
     for ema, want in [(bn.moving_mean, ref["mean"]), (bn.moving_variance, ref["var"])]:
         assert ema.value.dtype == dtype
         np.testing.assert_allclose(tf.cast(ema.value, tf.float32).numpy(), want, rtol=atol, atol=atol)
+
+
+CALL_TIME_PARAMS = {  # how scale and offset are given at call time: per channel or per example
+    "channel": ("channel", "channel"),
+    "example": ("example", "example"),
+    "example_scale_channel_offset": ("example", "channel"),
+}
+
+
+@pytest.mark.parametrize("params", CALL_TIME_PARAMS)
+def test_mirrored_gradients_with_call_time_scale_and_offset(params, mirrored, rng):
+    """Conditional batch norm over replicas: outputs, input gradients and each replica's
+    gradients of its scale and offset (of its own loss), against NumPy; and second
+    derivatives, against autodiff of the definition, both on the whole batch in float64."""
+    sizes, rest = (3, 1, 2, 2), (2, 2, 3)
+    bn = make(mirrored, create_scale=False, create_offset=False)
+    xs = [rng.normal(0.5 * i, 1.0 + i, size=(n, *rest)).astype(np.float32) for i, n in enumerate(sizes)]
+    ws = [loss_weights(x.shape, start=100 * i) for i, x in enumerate(xs)]
+    vs = [loss_weights(x.shape, start=1000 + 100 * i) for i, x in enumerate(xs)]
+    shared = {what: rng.uniform(0.5, 2.0, size=[3]).astype(np.float32) for what in ("scale", "offset")}
+    given = {  # per replica
+        what: [
+            shared[what] if how == "channel" else rng.uniform(0.5, 2.0, size=[n, 1, 1, 3]).astype(np.float32)
+            for n in sizes
+        ]
+        for what, how in zip(("scale", "offset"), CALL_TIME_PARAMS[params])
+    }
+
+    def distribute(values):
+        return mirrored.experimental_distribute_values_from_function(lambda ctx: values[ctx.replica_id_in_sync_group])
+
+    def replica_fn(x, w, v, scale, offset):
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch([x, scale, offset])
+                y = bn(x, is_training=True, scale=scale, offset=offset)
+                loss = tf.reduce_sum(y * w)
+            grads = inner.gradient(loss, [x, scale, offset])
+            second_loss = tf.reduce_sum(grads[0] * v)
+        return [y] + grads + [outer.gradient(second_loss, x)]
+
+    args = [distribute(t) for t in (xs, ws, vs, given["scale"], given["offset"])]
+    mirrored.run(lambda x, s, o: bn(x, is_training=False, scale=s, offset=o), args=(args[0], *args[3:]))
+    results = tf.function(lambda *a: mirrored.run(replica_fn, args=a))(*args)
+    y, dx, d_scale, d_offset, d2x = [[t.numpy() for t in mirrored.experimental_local_results(r)] for r in results]
+
+    x, w, v = [np.concatenate(t) for t in (xs, ws, vs)]
+    whole = {what: values[0] if values[0].ndim == 1 else np.concatenate(values) for what, values in given.items()}
+    ref = reference(x, w, -1, scale=whole["scale"], offset=whole["offset"])
+    np.testing.assert_allclose(np.concatenate(y), ref["y"], rtol=TOL, atol=TOL)
+    np.testing.assert_allclose(np.concatenate(dx), ref["grad"], rtol=TOL, atol=TOL)
+    xhat = (x - ref["mean"]) / np.sqrt(ref["var"] + EPS)
+    rows = np.split(np.arange(len(x)), np.cumsum(sizes)[:-1])
+    for what, got, local_grad in [("scale", d_scale, w * xhat), ("offset", d_offset, w)]:
+        for r, (index, value) in enumerate(zip(rows, given[what])):
+            axes = (0, 1, 2) if value.ndim == 1 else (1, 2)
+            want = local_grad[index].sum(axes, keepdims=value.ndim > 1)
+            np.testing.assert_allclose(got[r], want, rtol=TOL, atol=TOL, err_msg=f"d {what}, replica {r}")
+
+    x64 = tf.constant(x, tf.float64)
+    with tf.GradientTape() as outer:
+        outer.watch(x64)
+        with tf.GradientTape() as inner:
+            inner.watch(x64)
+            mean = tf.reduce_mean(x64, [0, 1, 2], keepdims=True)
+            var = tf.reduce_mean(tf.square(x64 - mean), [0, 1, 2], keepdims=True)
+            y64 = (x64 - mean) * tf.math.rsqrt(var + EPS) * whole["scale"] + whole["offset"]
+            loss = tf.reduce_sum(y64 * w)
+        second_loss = tf.reduce_sum(inner.gradient(loss, x64) * v)
+    np.testing.assert_allclose(np.concatenate(d2x), outer.gradient(second_loss, x64).numpy(), rtol=1e-4, atol=1e-4)
