@@ -370,8 +370,8 @@ def test_numpy_scalars_are_accepted(rng):
 
 
 def test_large_mean_over_many_elements(rng):
-    """The first pass's mean is off by ~1.5e-2 here (4096 float32 values of mean 1e4);
-    the corrected two-pass keeps it within float32's rounding of 1e4, 5e-4."""
+    """A one-pass float32 mean is off by ~1.5e-2 here (4096 values of mean 1e4); the
+    shifted statistics keep it within float32's rounding of 1e4, 5e-4."""
     x = (1e4 + rng.normal(size=(4096, 3))).astype(np.float32)
     bn = core.BatchNorm(False, False, decay_rate=0.5)
     y = bn(x, is_training=True).numpy()
@@ -379,6 +379,27 @@ def test_large_mean_over_many_elements(rng):
     np.testing.assert_allclose(bn.moving_mean.value.numpy(), want_mean, atol=1e-3, rtol=0)
     np.testing.assert_allclose(bn.moving_variance.value.numpy(), want_var, rtol=1e-4)
     np.testing.assert_allclose(y, want_y, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+def test_large_mean_with_an_outlying_first_example(mode, rng):
+    """Training shifts the inputs by the first example's mean. Here that example sits 50
+    spreads above the other 63, the worst place for it: the shifted values' mean is then
+    close to the bound of sqrt(batch - 1) spreads, and XLA's E[x^2] - E[x]^2 on them must
+    still get the variance to 1e-3."""
+    x = (1e4 + rng.normal(size=(64, 2, 2, 3))).astype(np.float32)
+    x[0] += 50.0
+    bn = core.BatchNorm(False, False, decay_rate=0.0)
+    train = lambda x: bn(x, is_training=True)  # noqa: E731
+    if mode != "eager":
+        train = tf.function(train, jit_compile=mode == "xla")
+    y = train(tf.constant(x)).numpy()
+    want_y, want_mean, want_var = batch_norm_reference([x], -1, unbiased=True)
+    shifted_mean = (x.astype(np.float64) - x[:1].mean((0, 1, 2))).mean((0, 1, 2))
+    assert np.all(shifted_mean**2 / want_var.ravel() > 40), "the first example should be an outlier"
+    np.testing.assert_allclose(bn.moving_variance.value.numpy(), want_var, rtol=1e-3)
+    np.testing.assert_allclose(bn.moving_mean.value.numpy(), want_mean, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(y, want_y, atol=1e-2)
 
 
 # --- gradients: the fused kernel's and the closed form's, against autodiff in float64 ------
