@@ -67,6 +67,10 @@ def first_calls(entry: Entry, warmup: int, device: str, limit: float) -> None:
     the first, such an entry keeps that call as its only timing and is left out of the
     rounds (`interleaved` False).
     """
+    # Garbage left by earlier entries (reference cycles holding tensors) counts as
+    # resident at the reset; freed during this entry's calls, it would hide what they
+    # allocate below the reset's level.
+    gc.collect()
     _reset_memory(device)
     before = _memory_info(device)
     try:

@@ -3,7 +3,8 @@
 `quick` is repeat copy with DeepMind's defaults (LSTM 64, memory 16 x 16, 4 reads,
 1 write) at batch 16 and 9 time steps (the longest repeat-copy sequence); `paper` is
 the bAbI configuration (LSTM 256, memory 256 x 64, 4 reads, 1 write) at batch 16 and
-50 time steps.
+50 time steps, with 160 inputs and outputs: one-hot words over about the vocabulary of
+the 20 tasks (the bAbI pipeline counts the real one from the data).
 """
 
 import tensorflow as tf
@@ -55,7 +56,7 @@ registry.register(
         sizes={
             "smoke": dict(batch=2, steps=3, inputs=6, outputs=5, hidden=8, memory=6, word=4, reads=2),
             "quick": dict(batch=16, steps=9, inputs=6, outputs=5, hidden=64, memory=16, word=16, reads=4),
-            "paper": dict(batch=16, steps=50, inputs=6, outputs=5, hidden=256, memory=256, word=64, reads=4),
+            "paper": dict(batch=16, steps=50, inputs=160, outputs=160, hidden=256, memory=256, word=64, reads=4),
         },
         build=build,
         flops=flops,
