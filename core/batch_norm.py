@@ -83,11 +83,11 @@ class BatchNorm(Module):
     (see `_fused_batch_normalize`) and keeps the training step about as fast as
     Sonnet's; float64 inputs, which the kernel does not take, and
     `CrossReplicaBatchNorm` over several replicas get a corrected two-pass algorithm
-    (`_moments`) from plain ops with the gradient in closed form (`_normalize_batch`). Inference with the moving averages, where the
-    kernel takes the statistics as given, uses it for rank-4 channels-last float32
-    inputs, as Sonnet does. Float16 and bfloat16 inputs are normalised, and their
-    statistics averaged, in float32; the parameters and moving averages keep the
-    input's dtype.
+    (`_moments`) from plain ops with the gradient in closed form (`_normalize_batch`).
+    Inference with the moving averages, where the kernel takes the statistics as given,
+    uses it for rank-4 channels-last float32 inputs, as Sonnet does. Float16 and
+    bfloat16 inputs are normalised, and their statistics averaged, in float32; the
+    parameters and moving averages keep the input's dtype.
 
     Scale and offset are used in one of three ways: learnt (`create_scale=True`), absent
     (`create_scale=False`, nothing passed; the variable `scale` still exists, fixed at
@@ -380,7 +380,8 @@ class BatchNorm(Module):
         A per-channel scale and offset go into the kernel; others (per example, given at
         call time) are applied to its outputs.
         """
-        shift = tf.stop_gradient(tf.reduce_mean(inputs[self._first_example], self._reduce_axes, keepdims=True))
+        first_example = inputs[self._first_example]
+        shift = tf.stop_gradient(tf.reduce_mean(first_example, self._reduce_axes, keepdims=True))
         centred = inputs - shift
         if self._fused_shape is not None:
             if self._fused_shape[2] is None:  # channels first, with unknown spatial sizes
