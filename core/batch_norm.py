@@ -20,7 +20,6 @@ How each kind of state stays in sync across replicas (policy table in core/distr
 """
 
 import numbers
-import re
 
 import numpy as np
 import tensorflow as tf
@@ -33,30 +32,9 @@ _LOW_PRECISION = (tf.float16, tf.bfloat16)
 _PER_EXAMPLE_HINT = " (give {what} of shape [channels], or [batch, 1, ..., channels] for per-example values)"
 
 
-def _channel_index(data_format: str) -> int | None:
-    """1 for channels-first formats, -1 for channels-last ones, None if unknown."""
-    if data_format == "channels_first" or re.fullmatch(r"NC[^C]*", data_format):
-        return 1
-    if data_format == "channels_last" or re.fullmatch(r"N[^C]*C|(BT|TB)[^D]*D", data_format):
-        return -1
-    return None
-
-
-def _flag(module: Module, value, what: str):
-    """A Python bool for Python, NumPy and eager values; the tensor itself inside a graph."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if tf.is_tensor(value):
-        if value.dtype != tf.bool or value.shape.rank not in (None, 0):
-            raise TypeError(
-                f"{utils.describe(module)}: {what} must be a boolean scalar, got dtype {value.dtype.name} "
-                f"and shape {value.shape}"
-            )
-        return bool(value) if tf.executing_eagerly() else value
-    if isinstance(value, np.ndarray) and value.dtype == np.bool_ and value.ndim == 0:
-        return bool(value)
-    # Anything else (a string, an int, None) would be read by its truthiness: "no" means True.
-    raise TypeError(f"{utils.describe(module)}: {what} must be a bool or a boolean scalar tensor, got {value!r}")
+def _eager_bool(value: bool | tf.Tensor) -> bool | tf.Tensor:
+    """A flag as a Python bool when its value is known now (eager), else the tensor."""
+    return bool(value) if tf.is_tensor(value) and tf.executing_eagerly() else value
 
 
 class BatchNorm(Module):
@@ -129,7 +107,7 @@ class BatchNorm(Module):
             raise ValueError(f"{who}: scale_init given but create_scale=False")
         if not create_offset and offset_init is not None:
             raise ValueError(f"{who}: offset_init given but create_offset=False")
-        if not isinstance(data_format, str) or _channel_index(data_format) is None:
+        if utils.channel_index(data_format) is None:
             raise ValueError(
                 f"{who}: unknown data_format {data_format!r}; use 'channels_last', 'channels_first' or a "
                 "layout such as 'NHWC', 'NCHW' or 'BTD'"
@@ -143,7 +121,7 @@ class BatchNorm(Module):
         self.decay_rate = float(decay_rate)
         self.eps = float(eps)
         self.data_format = data_format
-        self.channel_index = _channel_index(data_format)
+        self.channel_index = utils.channel_index(data_format)
         self.scale_init = scale_init or initializers.Ones()
         self.offset_init = offset_init or initializers.Zeros()
         self.moving_mean = ExponentialMovingAverage(self.decay_rate, name="moving_mean")
@@ -255,8 +233,8 @@ class BatchNorm(Module):
             offset = self.offset
         tensor_flags = False
         if type(is_training) is not bool or type(test_local_stats) is not bool:
-            is_training = _flag(self, is_training, "is_training")
-            test_local_stats = _flag(self, test_local_stats, "test_local_stats")
+            is_training = _eager_bool(utils.flag(self, is_training, "is_training"))
+            test_local_stats = _eager_bool(utils.flag(self, test_local_stats, "test_local_stats"))
             tensor_flags = tf.is_tensor(is_training) or tf.is_tensor(test_local_stats)
         if self._fused and own_params and not tensor_flags and not (is_training or test_local_stats):
             return self._fused_inference(inputs)

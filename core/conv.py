@@ -1,7 +1,6 @@
 """Convolutions over one, two or three spatial axes: Conv1D, Conv2D, Conv3D."""
 
 import math
-import numbers
 from typing import Callable, Sequence
 
 import numpy as np
@@ -17,20 +16,16 @@ PadFn = Callable[[int], Sequence[int]]
 DATA_FORMATS = {1: ("NWC", "NCW"), 2: ("NHWC", "NCHW"), 3: ("NDHWC", "NCDHW")}
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
 def per_axis(module: Module, value: IntOrSeq, n: int, what: str) -> tuple[int, ...]:
     """`value` for each of `n` spatial axes: an int, or a sequence of length 1 or `n`, all >= 1.
 
     Python and NumPy integers count as ints, and a NumPy array as a sequence.
     """
     given = value.tolist() if isinstance(value, np.ndarray) else value  # NumPy ints become ints
-    values = (given,) if _is_int(given) else tuple(given) if isinstance(given, Sequence) else ()
+    values = (given,) if utils.is_int(given) else tuple(given) if isinstance(given, Sequence) else ()
     if len(values) == 1:
         values = values * n
-    if len(values) != n or not all(_is_int(v) and v >= 1 for v in values):
+    if len(values) != n or not all(utils.is_int(v) and v >= 1 for v in values):
         raise ValueError(
             f"{utils.describe(module)}: {what} must be a positive int or a sequence of 1 or {n} "
             f"positive ints, got {value!r}"
@@ -77,7 +72,7 @@ class _ConvND(Module):
     ):
         super().__init__(name=name)
         n = self.NUM_SPATIAL
-        if not _is_int(output_channels) or output_channels < 1:
+        if not utils.is_int(output_channels) or output_channels < 1:
             raise ValueError(f"{utils.describe(self)}: output_channels must be a positive int, got {output_channels!r}")
         self.output_channels = int(output_channels)
         self.kernel_shape = per_axis(self, kernel_shape, n, "kernel_shape")

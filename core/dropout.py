@@ -2,9 +2,8 @@
 
 import functools
 import numbers
-from typing import Any, Sequence
+from typing import Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from core import distribute, utils
@@ -15,20 +14,6 @@ from core.module import Module, once
 _ALG = "philox"
 _PHILOX = tf.random.Algorithm.PHILOX.value
 _INT32_SPAN = 2.0**32
-
-
-def _flag(module: Module, value: Any) -> bool | tf.Tensor:
-    """`is_training` as a Python bool, or as a boolean scalar tensor; anything else is an error."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if tf.is_tensor(value) or isinstance(value, tf.Variable):
-        if value.dtype == tf.bool and value.shape.rank in (None, 0):
-            return value
-        raise TypeError(
-            f"{utils.describe(module)}: is_training must be a boolean scalar, got dtype {value.dtype.name} "
-            f"and shape {value.shape}"
-        )
-    raise TypeError(f"{utils.describe(module)}: is_training must be a bool or a boolean scalar tensor, got {value!r}")
 
 
 class Dropout(Module):
@@ -156,7 +141,7 @@ class Dropout(Module):
             return self._drop(x)
         if is_training is False:
             return x
-        is_training = _flag(self, is_training)
+        is_training = utils.flag(self, is_training, "is_training")
         if isinstance(is_training, bool):
             return self._drop(x) if is_training else x
         return tf.cond(is_training, lambda: self._drop(x), lambda: tf.identity(x))

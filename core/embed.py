@@ -1,7 +1,6 @@
 """Embed: a lookup table from integer ids to learned vectors."""
 
 import math
-import numbers
 
 import tensorflow as tf
 
@@ -9,14 +8,9 @@ from core import initializers, utils
 from core.module import Module
 
 
-def _is_int(value) -> bool:
-    """Python and NumPy integers; not bools."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def embedding_dim(vocab_size: int) -> int:
     """A rule-of-thumb embedding size for a vocabulary: round(6 * vocab_size ** 0.25), as Sonnet uses."""
-    if not _is_int(vocab_size) or vocab_size < 1:
+    if not utils.is_int(vocab_size) or vocab_size < 1:
         raise ValueError(f"embedding_dim needs a positive int vocab_size, got {vocab_size!r}")
     return int(round(6.0 * math.sqrt(math.sqrt(vocab_size))))
 
@@ -78,7 +72,7 @@ class Embed(Module):
             if vocab_size is None:
                 raise ValueError(f"{utils.describe(self)}: give vocab_size or existing_vocab")
             for what, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim)):
-                if value is not None and (not _is_int(value) or value < 1):
+                if value is not None and (not utils.is_int(value) or value < 1):
                     raise ValueError(f"{utils.describe(self)}: {what} must be a positive int, got {value!r}")
             vocab_size = int(vocab_size)
             embed_dim = embedding_dim(vocab_size) if embed_dim is None else int(embed_dim)

@@ -6,10 +6,8 @@ mean is large against the spread (see its docstring).
 
 import collections.abc
 import numbers
-import re
 from typing import Iterable
 
-import numpy as np
 import tensorflow as tf
 
 from core import initializers, utils
@@ -17,9 +15,6 @@ from core.module import Module, once
 
 Axis = int | slice | Iterable[int]
 
-_CHANNELS_FIRST = re.compile(r"^NC[^C]*$")
-_CHANNELS_LAST = re.compile(r"^N[^C]*C$")
-_SEQUENTIAL = re.compile(r"^(BT|TB)[^D]*D$")
 _HALF = (tf.float16, tf.bfloat16)
 
 
@@ -47,33 +42,25 @@ def normalize(x: tf.Tensor, axes: tuple[int, ...], eps: float) -> tf.Tensor:
 
 def _channel_index(module: Module, data_format: str) -> int:
     """1 for channels-first formats, -1 for channels-last ones (Sonnet's spellings)."""
-    if data_format == "channels_first" or (isinstance(data_format, str) and _CHANNELS_FIRST.match(data_format)):
-        return 1
-    if isinstance(data_format, str) and (
-        data_format == "channels_last" or _CHANNELS_LAST.match(data_format) or _SEQUENTIAL.match(data_format)
-    ):
-        return -1
-    raise ValueError(
-        f"{utils.describe(module)}: data_format must be 'channels_first', 'channels_last', "
-        f"a spatial format such as 'NCHW' or 'NHWC', or a sequential one such as 'BTHWD'; "
-        f"got {data_format!r}"
-    )
-
-
-def _is_int(value) -> bool:
-    """An integer, Python's or NumPy's, but not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    index = utils.channel_index(data_format)
+    if index is None:
+        raise ValueError(
+            f"{utils.describe(module)}: data_format must be 'channels_first', 'channels_last', "
+            f"a spatial format such as 'NCHW' or 'NHWC', or a sequential one such as 'BTHWD'; "
+            f"got {data_format!r}"
+        )
+    return index
 
 
 def _check_axis(module: Module, axis: Axis) -> int | slice | tuple[int, ...]:
     """Validates the `axis` argument; ints and sequences of ints come back as a tuple of ints."""
     if isinstance(axis, slice):
         return axis
-    if _is_int(axis):
+    if utils.is_int(axis):
         return (int(axis),)
     if isinstance(axis, collections.abc.Iterable) and not isinstance(axis, str):
         axes = tuple(axis)
-        if all(_is_int(a) for a in axes):
+        if all(utils.is_int(a) for a in axes):
             return tuple(int(a) for a in axes)
     raise ValueError(f"{utils.describe(module)}: axis must be an int, a slice or a sequence of ints, got {axis!r}")
 
@@ -202,17 +189,7 @@ class LayerNorm(Module):
         ):
             _check_inputs(self, inputs)
         scale, offset = _params(self, shape, scale, offset)
-        x = inputs
-        if self._dtype in _HALF:
-            x = tf.cast(x, tf.float32)
-        outputs = normalize(x, self._axes, self.eps)
-        if self._dtype in _HALF:
-            outputs = tf.cast(outputs, self._dtype)
-        if scale is not None:
-            outputs *= scale
-        if offset is not None:
-            outputs += offset
-        return outputs
+        return _normalize_and_scale(inputs, self._axes, self.eps, scale, offset)
 
 
 class GroupNorm(Module):
@@ -255,7 +232,7 @@ class GroupNorm(Module):
         name: str | None = None,
     ):
         super().__init__(name=name)
-        if not _is_int(groups) or groups < 1:
+        if not utils.is_int(groups) or groups < 1:
             raise ValueError(f"{utils.describe(self)}: groups must be a positive int, got {groups!r}")
         self._axis = _check_axis(self, axis)
         _check_param_args(self, create_scale, create_offset, scale_init, offset_init, eps)
@@ -331,16 +308,25 @@ class GroupNorm(Module):
         else:
             grouped = [-1, self.groups, per_group, *dims[2:]]
         x = tf.reshape(inputs, grouped)
-        if self._dtype in _HALF:
-            x = tf.cast(x, tf.float32)
-        outputs = tf.reshape(normalize(x, self._axes, self.eps), [-1, *dims[1:]])
-        if self._dtype in _HALF:
-            outputs = tf.cast(outputs, self._dtype)
-        if scale is not None:
-            outputs *= scale
-        if offset is not None:
-            outputs += offset
-        return outputs
+        return _normalize_and_scale(x, self._axes, self.eps, scale, offset, [-1, *dims[1:]])
+
+
+def _normalize_and_scale(x: tf.Tensor, axes, eps: float, scale, offset, shape=None) -> tf.Tensor:
+    """`normalize(x)` (in float32 for half-precision `x`), reshaped to `shape` if given,
+    in `x`'s dtype, times `scale` plus `offset` (either may be None)."""
+    dtype = x.dtype
+    if dtype in _HALF:
+        x = tf.cast(x, tf.float32)
+    outputs = normalize(x, axes, eps)
+    if shape is not None:
+        outputs = tf.reshape(outputs, shape)
+    if dtype in _HALF:
+        outputs = tf.cast(outputs, dtype)
+    if scale is not None:
+        outputs *= scale
+    if offset is not None:
+        outputs += offset
+    return outputs
 
 
 def _make_params(module, inputs: tf.Tensor, scale_init, offset_init) -> tuple[tf.Variable | None, tf.Variable | None]:

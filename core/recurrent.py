@@ -14,7 +14,6 @@ times more slowly.
 import abc
 import collections
 import math
-import numbers
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -68,13 +67,8 @@ class RNNCore(Module, metaclass=_RNNCoreType):
 # --- shared helpers -------------------------------------------------------------------
 
 
-def _is_int(value: Any) -> bool:
-    """Python and NumPy integers; not bools."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _positive_int(module: Module, value: Any, what: str) -> int:
-    if not _is_int(value) or value < 1:
+    if not utils.is_int(value) or value < 1:
         raise ValueError(f"{utils.describe(module)}: {what} must be a positive int, got {value!r}")
     return int(value)
 
@@ -126,6 +120,17 @@ def _check_batch(module: Module, state: Any, inputs: Any, what: str) -> None:
             f"{batch} (shapes {state.shape} and {inputs.shape}); make the state with "
             f"initial_state({batch})"
         )
+
+
+def _unpack_state(core: Module, prev_state: Any) -> tuple[tf.Tensor, tf.Tensor]:
+    """(hidden, cell) of an LSTM-like core's state, or the core's error for anything else."""
+    try:
+        hidden, cell = prev_state
+    except (TypeError, ValueError):
+        raise core._bad_state(prev_state) from None
+    if not (hasattr(hidden, "shape") and hasattr(cell, "shape")):
+        raise core._bad_state(prev_state)
+    return hidden, cell
 
 
 def _normalize(x: tf.Tensor, axis: int) -> tf.Tensor:
@@ -314,11 +319,8 @@ class LSTM(RNNCore):
           TypeError: for inputs or state of a dtype other than the core's.
         """
         self._initialize(inputs)
-        try:
-            hidden, cell = prev_state
-            hs, cs = hidden.shape, cell.shape
-        except (TypeError, ValueError, AttributeError):
-            raise self._bad_state(prev_state) from None
+        hidden, cell = _unpack_state(self, prev_state)
+        hs, cs = hidden.shape, cell.shape
         dtype, xs = self._dtype, inputs.shape
         # One cheap test on the hot path; the detailed checks run only when it fails.
         if (
@@ -337,13 +339,15 @@ class LSTM(RNNCore):
             self._check(inputs, prev_state, hidden, cell)
         gates = _raw.AddV2(x=_raw.MatMul(a=inputs, b=self._w_i), y=_raw.MatMul(a=hidden, b=self._w_h))
         if self._layer_norm:
-            return self._normalized_step(gates, cell)
-        next_hidden, next_cell = _lstm_cell(_raw.AddV2(x=gates, y=self.b), cell, axis=1)
+            next_hidden, next_cell = self._normalized_cell(gates, cell)
+        else:
+            next_hidden, next_cell = _lstm_cell(_raw.AddV2(x=gates, y=self.b), cell, axis=1)
         if self.projection is not None:
             next_hidden = _raw.MatMul(a=next_hidden, b=self.projection)
         return next_hidden, LSTMState(next_hidden, next_cell)
 
-    def _normalized_step(self, gates: tf.Tensor, cell: tf.Tensor) -> tuple[tf.Tensor, LSTMState]:
+    def _normalized_cell(self, gates: tf.Tensor, cell: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The cell update with layer-normalised gates and cell: (h_t before projection, c_t)."""
         per_gate = _raw.Reshape(tensor=gates, shape=self._per_gate_shape)
         gates = _raw.Reshape(tensor=_normalize(per_gate, axis=2), shape=self._gates_shape)
         gates = _raw.AddV2(x=_raw.Mul(x=gates, y=self.gates_scale), y=self.b)
@@ -351,10 +355,7 @@ class LSTM(RNNCore):
         def cell_norm(c):
             return _raw.AddV2(x=_raw.Mul(x=_normalize(c, axis=1), y=self.cell_scale), y=self.cell_offset)
 
-        next_hidden, next_cell = _lstm_cell(gates, cell, axis=1, cell_norm=cell_norm)
-        if self.projection is not None:
-            next_hidden = _raw.MatMul(a=next_hidden, b=self.projection)
-        return next_hidden, LSTMState(next_hidden, next_cell)
+        return _lstm_cell(gates, cell, axis=1, cell_norm=cell_norm)
 
     def _bad_state(self, prev_state: Any) -> ValueError:
         return ValueError(
@@ -569,15 +570,15 @@ class Conv2DLSTM(RNNCore):
         if isinstance(input_shape, np.ndarray):
             input_shape = input_shape.tolist()
         dims = list(input_shape) if isinstance(input_shape, (list, tuple, tf.TensorShape)) else None
-        if dims is None or len(dims) != 3 or not all(_is_int(d) and d > 0 for d in dims):
+        if dims is None or len(dims) != 3 or not all(utils.is_int(d) and d > 0 for d in dims):
             raise ValueError(
                 f"{utils.describe(self)}: input_shape must be three positive ints (the input's shape "
                 f"without the batch axis, {data_format[1:]}), got {input_shape!r}"
             )
         if isinstance(kernel_shape, np.ndarray):
             kernel_shape = kernel_shape.tolist()
-        kernel = [kernel_shape] * 2 if _is_int(kernel_shape) else list(kernel_shape)
-        if len(kernel) != 2 or not all(_is_int(k) and k > 0 for k in kernel):
+        kernel = [kernel_shape] * 2 if utils.is_int(kernel_shape) else list(kernel_shape)
+        if len(kernel) != 2 or not all(utils.is_int(k) and k > 0 for k in kernel):
             raise ValueError(
                 f"{utils.describe(self)}: kernel_shape must be a positive int or two of them, got {kernel_shape!r}"
             )
@@ -636,11 +637,8 @@ class Conv2DLSTM(RNNCore):
           TypeError: for inputs or state of a dtype other than the core's.
         """
         self._initialize(inputs)
-        try:
-            hidden, cell = prev_state
-            hs, cs = hidden.shape, cell.shape
-        except (TypeError, ValueError, AttributeError):
-            raise self._bad_state(prev_state) from None
+        hidden, cell = _unpack_state(self, prev_state)
+        hs, cs = hidden.shape, cell.shape
         dtype, xs = self._dtype, inputs.shape
         if (
             inputs.dtype is not dtype

@@ -2,9 +2,7 @@
 
 import math
 import numbers
-from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from core import distribute, utils
@@ -21,19 +19,12 @@ def _normalize(x: tf.Tensor) -> tf.Tensor:
     return x * tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(x)), _TINY))
 
 
-def _flag(module: Module, value: Any) -> bool | tf.Tensor:
-    """`is_training` as a Python bool when it is known now, else as a boolean scalar tensor."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if tf.is_tensor(value) or isinstance(value, tf.Variable):
-        if value.dtype != tf.bool or value.shape.rank not in (None, 0):
-            raise TypeError(
-                f"{utils.describe(module)}: is_training must be a boolean scalar, got dtype {value.dtype.name} "
-                f"and shape {value.shape}"
-            )
-        static = tf.get_static_value(value)
-        return value if static is None else bool(static)
-    raise TypeError(f"{utils.describe(module)}: is_training must be a bool or a boolean scalar tensor, got {value!r}")
+def _static_bool(value: bool | tf.Tensor) -> bool | tf.Tensor:
+    """A flag as a Python bool when its value is known now (eager, or a constant), else the tensor."""
+    if not tf.is_tensor(value):
+        return value
+    static = tf.get_static_value(value)
+    return value if static is None else bool(static)
 
 
 class SpectralNorm(Module):
@@ -122,7 +113,7 @@ class SpectralNorm(Module):
         if self._work_dtype is not self._dtype:
             w = tf.cast(w, self._work_dtype)
         if is_training is not True and is_training is not False:
-            is_training = _flag(self, is_training)
+            is_training = _static_bool(utils.flag(self, is_training, "is_training"))
         if is_training is True:
             sigma = self._train(w)
         elif is_training is False:

@@ -5,7 +5,9 @@ name, what was expected, and the shape or dtype that came in.
 """
 
 import collections
+import numbers
 import random
+import re
 from typing import Any, Callable
 
 import numpy as np
@@ -19,6 +21,9 @@ __all__ = [
     "check_dtype",
     "check_floating",
     "check_broadcasts_to",
+    "is_int",
+    "channel_index",
+    "flag",
     "port_variables",
     "set_seed",
 ]
@@ -27,6 +32,50 @@ __all__ = [
 def describe(module: tf.Module) -> str:
     """Returns how errors name a module: its class and its name, `Linear 'encoder'`."""
     return f"{type(module).__name__} {module.name!r}"
+
+
+def is_int(value: Any) -> bool:
+    """Whether `value` is a Python or NumPy integer (bools are not)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+_CHANNELS_FIRST = re.compile(r"NC[^C]*")
+_CHANNELS_LAST = re.compile(r"N[^C]*C|(BT|TB)[^D]*D")
+
+
+def channel_index(data_format: Any) -> int | None:
+    """The channel axis a data format names: 1 for channels first ("channels_first",
+    "NCHW", "NCW", ...), -1 for channels last ("channels_last", "NHWC", or a sequential
+    "BTD", "TBHWD", ...); None for anything else."""
+    if not isinstance(data_format, str):
+        return None
+    if data_format == "channels_first" or _CHANNELS_FIRST.fullmatch(data_format):
+        return 1
+    if data_format == "channels_last" or _CHANNELS_LAST.fullmatch(data_format):
+        return -1
+    return None
+
+
+def flag(module: tf.Module, value: Any, what: str) -> bool | tf.Tensor:
+    """A boolean mode argument (`is_training`, say): a Python bool, or a boolean scalar tensor.
+
+    Python and NumPy bools (0-d boolean arrays included) come back as a Python bool,
+    tensors and variables of dtype bool and rank 0 (or unknown rank) as they are.
+    Anything else raises `TypeError`: read by its truthiness, the string "no" would mean
+    True.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, np.ndarray) and value.dtype == np.bool_ and value.ndim == 0:
+        return bool(value)
+    if tf.is_tensor(value) or isinstance(value, tf.Variable):
+        if value.dtype != tf.bool or value.shape.rank not in (None, 0):
+            raise TypeError(
+                f"{describe(module)}: {what} must be a boolean scalar, got dtype {value.dtype.name} "
+                f"and shape {value.shape}"
+            )
+        return value
+    raise TypeError(f"{describe(module)}: {what} must be a bool or a boolean scalar tensor, got {value!r}")
 
 
 def _shape_of(value: Any) -> tf.TensorShape:

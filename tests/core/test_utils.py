@@ -6,6 +6,7 @@ import sonnet as snt
 import tensorflow as tf
 
 import core
+from core import utils
 
 
 class Pair(core.Module):
@@ -78,3 +79,29 @@ def test_set_seed_makes_runs_reproducible():
     assert not np.array_equal(a[0], c[0])
     with pytest.raises(TypeError, match="set_seed takes an integer"):
         core.utils.set_seed(1.5)
+
+
+def test_is_int_takes_python_and_numpy_integers_but_not_bools():
+    assert utils.is_int(3) and utils.is_int(np.int64(3))
+    assert not any(utils.is_int(v) for v in (True, np.bool_(True), 3.0, "3", None))
+
+
+@pytest.mark.parametrize(
+    "data_format,index",
+    [("channels_last", -1), ("NHWC", -1), ("NWC", -1), ("BTD", -1), ("TBHWD", -1),
+     ("channels_first", 1), ("NCHW", 1), ("NCW", 1), ("HWNC", None), ("NCHWC", None), (None, None)],
+)
+def test_channel_index_reads_the_data_format(data_format, index):
+    assert utils.channel_index(data_format) == index
+
+
+def test_flag_takes_bools_and_boolean_scalar_tensors_only():
+    module = core.Linear(2, name="probe")
+    assert utils.flag(module, np.bool_(False), "is_training") is False
+    assert utils.flag(module, np.array(True), "is_training") is True
+    tensor = tf.constant(True)
+    assert utils.flag(module, tensor, "is_training") is tensor
+    with pytest.raises(TypeError, match=r"Linear 'probe': is_training must be a boolean scalar, got dtype bool"):
+        utils.flag(module, tf.constant([True, False]), "is_training")
+    with pytest.raises(TypeError, match=r"Linear 'probe': mode must be a bool or a boolean scalar tensor, got 'no'"):
+        utils.flag(module, "no", "mode")
