@@ -88,29 +88,13 @@ def lstm_loop(repeats: int) -> str:
     return _table(calls, repeats, number=3, steps_per_call=length)
 
 
-class _ConvStackWithSonnetNorm(core.Module):
-    """`core_conv.ConvStack` with Sonnet's BatchNorm in place of ours."""
-
-    def __init__(self, layers: int, channels: int):
-        super().__init__(name="conv_stack")
-        import sonnet as snt
-
-        self.convs = [core.Conv2D(channels, 3, name=f"conv_{i}") for i in range(layers)]
-        self.norms = [
-            snt.BatchNorm(True, True, decay_rate=core_conv.DECAY, eps=core_conv.EPS, name=f"bn_{i}")
-            for i in range(layers)
-        ]
-
-    def __call__(self, x: tf.Tensor, is_training: bool) -> tf.Tensor:
-        for conv, norm in zip(self.convs, self.norms):
-            x = tf.nn.relu(norm(conv(x), is_training=is_training))
-        return x
-
-
 def batch_norm(repeats: int) -> str:
     """The `conv_bn` train step: ours, Sonnet's, and ours with Sonnet's BatchNorm."""
     size = registry.select(["conv_bn"])[0].size("quick")
-    mixed = _ConvStackWithSonnetNorm(size["layers"], size["channels"])
+    import sonnet as snt
+
+    # Ours with Sonnet's BatchNorm in place of `core.BatchNorm` (same convolutions, same Adam).
+    mixed = core_conv.ConvStack(size["layers"], size["channels"], name="conv_stack", norm=snt.BatchNorm)
     shape = [size["batch"], size["image"], size["image"], size["in_channels"]]
     builds = {
         "ours": core_conv.build(tf.float32, **size),

@@ -65,7 +65,8 @@ def _case(
 
     def initialize(inputs: Nest) -> None:
         train_forward(inputs)
-        forward(inputs)
+        if train_forward is not forward:
+            forward(inputs)
 
     def initialize_optimizer() -> None:
         params[:] = trainable()

@@ -45,7 +45,8 @@ class Settings:
       replicas: replicas of the train step (`MirroredStrategy` over that many devices).
       peers: peer libraries to compare against, where a workload has them.
       peer_modes: the modes in which peers are timed (a subset of `modes` applies).
-      time_cap: seconds per workload for timing; tracing and compiling come on top.
+      time_cap: seconds per workload, building, tracing and compiling included; none
+        of those is interrupted, so slow compiles can overrun it.
       max_repeats: rounds at most per step.
       min_repeats: rounds at least per step, even past the time cap.
       warmup: calls after the first call, before timing.
@@ -87,7 +88,8 @@ class Prepared:
         self.inputs = case.make_inputs(settings.seed)
         self.distributed = None
         if strategy is not None and strategy.num_replicas_in_sync > 1:
-            batches = [case.make_inputs(settings.seed + i) for i in range(strategy.num_replicas_in_sync)]
+            replicas = strategy.num_replicas_in_sync
+            batches = [self.inputs] + [case.make_inputs(settings.seed + i) for i in range(1, replicas)]
             self.distributed = steps_lib.distribute_inputs(strategy, batches)
             with strategy.scope():
                 strategy.run(case.initialize, args=(self.distributed,))
@@ -190,7 +192,6 @@ def _row(
     batch: int,
     replicas: int,
     flops: dict,
-    peak_flops: float | None,
 ) -> dict:
     """The JSON row of ours in one mode, with the peers' figures in that mode."""
     entry = by_key.get(("ours", mode))
@@ -216,7 +217,7 @@ def _row(
         "flops_per_step": flops["used"],
         "flops_source": flops["source"],
         "flops_per_s": achieved,
-        "fraction_of_peak": achieved / peak_flops if achieved and peak_flops else None,
+        "fraction_of_peak": None,  # filled in by `run.run`, from the peak measured at both ends of the run
         **timing.memory_fields(entry),
         "peers": {},
     }
@@ -240,7 +241,6 @@ def _step_rows(
     settings: Settings,
     strategy,
     deadline: float,
-    peak_flops: float | None,
     device: str,
 ) -> tuple[list[dict], bool, dict]:
     """Rows of one step (ours in each mode, with its peers), whether the cap cut it short, FLOP counts."""
@@ -254,7 +254,7 @@ def _step_rows(
     flops = _count_flops(workload, ours, step, settings, strategy, functions.get(("ours", "function")))
     by_key = {(e.implementation, e.mode): e for e in entries}
     rows = [
-        _row(workload, step, mode, by_key, settings, ours.case.batch_size * replicas, replicas, flops, peak_flops)
+        _row(workload, step, mode, by_key, settings, ours.case.batch_size * replicas, replicas, flops)
         for mode in settings.modes
     ]
     return rows, capped, flops
@@ -264,7 +264,6 @@ def run_workload(
     workload: Workload,
     settings: Settings,
     strategy: tf.distribute.Strategy | None = None,
-    peak_flops: float | None = None,
     device: str = "CPU:0",
 ) -> dict:
     """Measures `workload` (ours and its peers) for every step and mode in `settings`.
@@ -273,7 +272,6 @@ def run_workload(
       workload: what to measure.
       settings: how.
       strategy: the multi-replica strategy for the train step, or None for one device.
-      peak_flops: this machine's peak FLOP/s, for the fraction-of-peak figures.
       device: the device whose allocator the peak memory is read from.
 
     Returns:
@@ -296,7 +294,7 @@ def run_workload(
         remaining = settings.time_cap - (time.perf_counter() - start)
         deadline = time.perf_counter() + max(0.0, remaining) / (len(settings.steps) - i)
         step_rows, step_capped, counts[step] = _step_rows(
-            workload, prepared, step, settings, strategy, deadline, peak_flops, device
+            workload, prepared, step, settings, strategy, deadline, device
         )
         for row in step_rows:
             for peer, error in peer_errors.items():

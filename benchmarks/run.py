@@ -183,7 +183,7 @@ def run(
     )
     outcomes = []
     for i, workload in enumerate(workloads, 1):
-        outcome = measure.run_workload(workload, settings, strategy, first["flops_per_s"], device)
+        outcome = measure.run_workload(workload, settings, strategy, device)
         outcomes.append(outcome)
         progress(_progress(i, len(workloads), outcome))
     last = flops.measure_peak(settings.dtype, PEAK_SIZE[settings.preset])

@@ -52,13 +52,18 @@ def single_device(case: Case, step: str, mode: str) -> Callable[[Nest], Nest]:
     _check(step, mode)
     if step == "forward":
         return wrap(case.forward, mode)
+    return wrap(_train_step(case, case.loss_and_grads), mode)
+
+
+def _train_step(case: Case, loss_and_grads: Callable[[Nest], tuple]) -> Callable[[Nest], tf.Tensor]:
+    """Loss and gradients by `loss_and_grads`, then the case's update; returns the loss."""
 
     def train(inputs: Nest) -> tf.Tensor:
-        loss, grads = case.loss_and_grads(inputs)
+        loss, grads = loss_and_grads(inputs)
         case.apply(grads)
         return loss
 
-    return wrap(train, mode)
+    return train
 
 
 def replicated_train(case: Case, mode: str, strategy: tf.distribute.Strategy) -> Callable[[Any], tf.Tensor]:
@@ -69,11 +74,7 @@ def replicated_train(case: Case, mode: str, strategy: tf.distribute.Strategy) ->
     """
     _check("train", mode)
     compute = tf.function(case.loss_and_grads, jit_compile=True) if mode == "xla" else case.loss_and_grads
-
-    def replica(inputs: Nest) -> tf.Tensor:
-        loss, grads = compute(inputs)
-        case.apply(grads)
-        return loss
+    replica = _train_step(case, compute)
 
     def train(distributed_inputs: Any) -> tf.Tensor:
         losses = strategy.run(replica, args=(distributed_inputs,))

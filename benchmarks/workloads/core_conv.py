@@ -14,12 +14,12 @@ def _inputs(dtype: tf.DType, batch: int, image: int, in_channels: int):
 
 
 class ConvStack(core.Module):
-    """`layers` blocks of 3x3 convolution, batch norm and ReLU."""
+    """`layers` blocks of 3x3 convolution, batch norm (`norm`, `core.BatchNorm` by default) and ReLU."""
 
-    def __init__(self, layers: int, channels: int, name: str | None = None):
+    def __init__(self, layers: int, channels: int, name: str | None = None, norm: type = core.BatchNorm):
         super().__init__(name=name)
         self.convs = [core.Conv2D(channels, 3, name=f"conv_{i}") for i in range(layers)]
-        self.norms = [core.BatchNorm(True, True, decay_rate=DECAY, eps=EPS, name=f"bn_{i}") for i in range(layers)]
+        self.norms = [norm(True, True, decay_rate=DECAY, eps=EPS, name=f"bn_{i}") for i in range(layers)]
 
     def __call__(self, x: tf.Tensor, is_training: bool) -> tf.Tensor:
         for conv, norm in zip(self.convs, self.norms):

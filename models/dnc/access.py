@@ -85,7 +85,7 @@ class MemoryAccess(core.RNNCore):
         super().__init__(name=name)
         for what, value in [("memory_size", memory_size), ("word_size", word_size),
                             ("num_reads", num_reads), ("num_writes", num_writes)]:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not core.utils.is_int(value) or value < 1:
                 raise ValueError(f"{core.utils.describe(self)}: {what} must be a positive int, got {value!r}")
         if isinstance(strength_op, str):
             if strength_op not in STRENGTH_OPS:

@@ -235,11 +235,13 @@ class BabiTask:
         """Replica `replica`'s share (batch_size / num_replicas stories) of training batch `step`."""
         n, per_replica = len(self.train_stories), self.batch_size // num_replicas
         first = step * self.batch_size + replica * per_replica
+        orders: dict[int, np.ndarray] = {}  # one permutation per epoch the batch reaches
         picked = []
         for position in range(first, first + per_replica):
             epoch, index = divmod(position, n)
-            order = np.random.RandomState([seed % 2**32, epoch]).permutation(n)
-            picked.append(self.train_stories[order[index]])
+            if epoch not in orders:
+                orders[epoch] = np.random.RandomState([seed % 2**32, epoch]).permutation(n)
+            picked.append(self.train_stories[orders[epoch][index]])
         return encode(picked, self.vocab)
 
     def loss(self, logits: tf.Tensor, batch: Batch) -> tf.Tensor:

@@ -60,7 +60,7 @@ class DNC(core.RNNCore):
         name: str = "dnc",
     ):
         super().__init__(name=name)
-        if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
+        if not core.utils.is_int(output_size) or output_size < 1:
             raise ValueError(f"{core.utils.describe(self)}: output_size must be a positive int, got {output_size!r}")
         if clip_value is not None and not clip_value > 0:
             raise ValueError(f"{core.utils.describe(self)}: clip_value must be positive or None, got {clip_value!r}")
@@ -105,22 +105,21 @@ class DNC(core.RNNCore):
 
         For inspection and plots: `visualize.py` draws the gates from it.
         """
-        if isinstance(inputs, (tuple, list)):
-            x, reset = inputs
-            self._check(x, reset)
-            prev_state = _reset(prev_state, reset)
-        else:
-            x, reset = inputs, None
+        x, reset = inputs if isinstance(inputs, (tuple, list)) else (inputs, None)
         self._record_input_size(x)
         shape = x.shape
-        # One cheap test on the hot path; the detailed checks run only when it fails.
+        # Cheap tests on the hot path; the detailed checks run only when they fail.
         if x.dtype is not self.dtype or len(shape) != 2 or shape[1] != self.input_size:
-            self._check(x, reset)
+            self._check(x)
+        if reset is not None:
+            if len(reset.shape) != 1 or tf.as_dtype(reset.dtype) != tf.bool or reset.shape[0] != shape[0]:
+                self._check_reset(x, reset)
+            prev_state = _reset(prev_state, reset)
         return self._step(x, prev_state)
 
     @core.once
     def _record_input_size(self, x: tf.Tensor) -> None:
-        self._check(x, None)
+        self._check(x)
         if x.shape[1] is None:
             raise ValueError(f"{core.utils.describe(self)}: the input size must be known, got shape {x.shape}")
         self.input_size = x.shape[1]
@@ -140,13 +139,13 @@ class DNC(core.RNNCore):
             return x
         return tf.clip_by_value(x, -self.clip_value, self.clip_value)
 
-    def _check(self, x: tf.Tensor, reset: tf.Tensor | None) -> None:
+    def _check(self, x: tf.Tensor) -> None:
         core.utils.check_dtype(self, x, self.dtype)
         core.utils.check_rank(self, x, 2, layout="[batch, input_size]")
         if hasattr(self, "input_size"):
             core.utils.check_size(self, x, 1, self.input_size, meaning="input size")
-        if reset is None:
-            return
+
+    def _check_reset(self, x: tf.Tensor, reset: tf.Tensor) -> None:
         if tf.as_dtype(reset.dtype) != tf.bool:
             raise TypeError(f"{core.utils.describe(self)}: reset must be boolean [batch], got dtype {tf.as_dtype(reset.dtype).name}")
         core.utils.check_rank(self, reset, 1, what="reset", layout="[batch]")
@@ -161,8 +160,7 @@ def _reset(state: Any, reset: tf.Tensor) -> Any:
     keep = 1.0 - tf.cast(reset, tf.float32)
 
     def apply(leaf: tf.Tensor) -> tf.Tensor:
-        shape = tf.concat([tf.shape(keep), tf.ones([leaf.shape.rank - 1], tf.int32)], axis=0)
-        return leaf * tf.reshape(tf.cast(keep, leaf.dtype), shape)
+        return leaf * tf.reshape(tf.cast(keep, leaf.dtype), [-1] + [1] * (leaf.shape.rank - 1))
 
     return tf.nest.map_structure(apply, state)
 

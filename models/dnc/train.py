@@ -148,7 +148,6 @@ def train(
 
     result: dict[str, Any] = {"train": {}, "eval": {}, "solved_at": None, "steps_per_second": None, "history": []}
     sums, count, clock, clock_step = {}, 0, time.perf_counter(), int(step.numpy())
-    start_step = clock_step
     while int(step.numpy()) < num_steps:
         batch = strategy.experimental_distribute_values_from_function(replica_batch)
         for key, value in train_step(batch).items():
@@ -165,7 +164,7 @@ def train(
                 for key, value in figures.items():
                     tf.summary.scalar(key, value)
                 tf.summary.scalar("steps_per_second", rate)
-            _say(quiet, _progress(current, start_step, num_steps, figures, rate))
+            _say(quiet, _progress(current, num_steps, figures, rate))
             sums, count, clock, clock_step = {}, 0, now, current
         if current % eval_every == 0 or current == num_steps:
             result["eval"] = task.evaluate(eval_logits, seed)
@@ -215,7 +214,7 @@ def restore(workdir: str, checkpoint: str | None = None) -> tuple[Any, Any, int]
     return task, net, int(step.numpy())
 
 
-def _progress(current: int, start: int, total: int, figures: dict[str, float], rate: float) -> str:
+def _progress(current: int, total: int, figures: dict[str, float], rate: float) -> str:
     done = current / total
     bar = "#" * int(20 * done) + "." * (20 - int(20 * done))
     eta = (total - current) / rate if rate > 0 else float("nan")
