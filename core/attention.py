@@ -1,7 +1,6 @@
 """MultiHeadAttention: scaled dot-product attention with several heads and a key mask."""
 
 import math
-import numbers
 
 import tensorflow as tf
 
@@ -62,10 +61,8 @@ class MultiHeadAttention(Module):
             ("value_size", value_size, True),
             ("model_size", model_size, True),
         ]:
-            if optional and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{utils.describe(self)}: {arg} must be a positive int, got {value!r}")
+            if not (optional and value is None):
+                utils.positive_int(self, value, arg)
         if not with_bias and b_init is not None:
             raise ValueError(f"{utils.describe(self)}: b_init given but with_bias=False")
         # NumPy integers are stored as ints: they would make the reshapes below NumPy-typed.

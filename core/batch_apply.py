@@ -5,7 +5,6 @@ for a module that knows nothing of time, and its output is unfolded again.
 """
 
 import math
-import numbers
 from typing import Any, Callable, Sequence
 
 import tensorflow as tf
@@ -60,10 +59,8 @@ class BatchApply(Module):
         super().__init__(name=name)
         if not callable(module):
             raise TypeError(f"{utils.describe(self)}: module must be callable, got {module!r}")
-        if not isinstance(num_dims, numbers.Integral) or isinstance(num_dims, bool) or num_dims < 1:
-            raise ValueError(f"{utils.describe(self)}: num_dims must be a positive int, got {num_dims!r}")
+        self.num_dims = utils.positive_int(self, num_dims, "num_dims")
         self.module = module
-        self.num_dims = int(num_dims)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Calls `module(*args, **kwargs)` with leading axes folded; returns its output unfolded.
@@ -100,7 +97,7 @@ class BatchApply(Module):
 
 
 def _is_size(d: Any) -> bool:
-    return isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= -1
+    return utils.is_int(d) and d >= -1
 
 
 class Reshape(Module):
@@ -124,7 +121,7 @@ class Reshape(Module):
             raise ValueError(
                 f"{utils.describe(self)}: output_shape must hold ints >= 0 and at most one -1, got {output_shape!r}"
             )
-        if not isinstance(preserve_dims, numbers.Integral) or isinstance(preserve_dims, bool) or preserve_dims < 1:
+        if not utils.is_int(preserve_dims) or preserve_dims < 1:
             raise ValueError(f"{utils.describe(self)}: preserve_dims must be an int >= 1, got {preserve_dims!r}")
         self.output_shape = tuple(int(d) for d in output_shape)
         self.preserve_dims = int(preserve_dims)

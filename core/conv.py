@@ -41,17 +41,6 @@ def channel_axis(module: Module, data_format: str, n: int) -> int:
     return -1 if data_format == formats[0] else 1
 
 
-def default_w_init(fan_in: int) -> initializers.Initializer:
-    """Sonnet's default kernel initializer, `TruncatedNormal(stddev=1/sqrt(fan_in))`.
-
-    The 1/sqrt(fan_in) scale keeps the outputs' variance near the inputs' for independent
-    zero-mean inputs (LeCun et al., 1998, "Efficient BackProp"). The normal is cut at two
-    standard deviations, so the weights' actual standard deviation is about
-    0.88/sqrt(fan_in), and the outputs' variance about 0.77 times the inputs'.
-    """
-    return initializers.TruncatedNormal(stddev=1.0 / math.sqrt(fan_in))
-
-
 class _ConvND(Module):
     """Shared body of Conv1D/2D/3D; subclasses fix the number of spatial axes."""
 
@@ -72,9 +61,7 @@ class _ConvND(Module):
     ):
         super().__init__(name=name)
         n = self.NUM_SPATIAL
-        if not utils.is_int(output_channels) or output_channels < 1:
-            raise ValueError(f"{utils.describe(self)}: output_channels must be a positive int, got {output_channels!r}")
-        self.output_channels = int(output_channels)
+        self.output_channels = utils.positive_int(self, output_channels, "output_channels")
         self.kernel_shape = per_axis(self, kernel_shape, n, "kernel_shape")
         self.stride = per_axis(self, stride, n, "stride")
         self.rate = per_axis(self, rate, n, "rate")
@@ -131,7 +118,7 @@ class _ConvND(Module):
         self.input_channels = input_channels
         dtype = tf.as_dtype(inputs.dtype)
         w_shape = [*self.kernel_shape, input_channels, self.output_channels]
-        w_init = self.w_init or default_w_init(math.prod(self.kernel_shape) * input_channels)
+        w_init = self.w_init or initializers.default_w_init(math.prod(self.kernel_shape) * input_channels)
         self.w = tf.Variable(w_init(w_shape, dtype), name="w")
         if self.with_bias:
             b_init = self.b_init or initializers.Zeros()

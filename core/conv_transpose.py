@@ -5,13 +5,12 @@ convolution's output size back to its input size, upsampling by `stride`.
 """
 
 import math
-import numbers
 from typing import Sequence
 
 import tensorflow as tf
 
 from core import initializers, utils
-from core.conv import IntOrSeq, channel_axis, default_w_init, per_axis
+from core.conv import IntOrSeq, channel_axis, per_axis
 from core.module import Module, once
 
 
@@ -36,13 +35,7 @@ class _ConvNDTranspose(Module):
     ):
         super().__init__(name=name)
         n = self.NUM_SPATIAL
-        if (
-            not isinstance(output_channels, numbers.Integral)
-            or isinstance(output_channels, bool)
-            or output_channels < 1
-        ):
-            raise ValueError(f"{utils.describe(self)}: output_channels must be a positive int, got {output_channels!r}")
-        self.output_channels = int(output_channels)
+        self.output_channels = utils.positive_int(self, output_channels, "output_channels")
         self.kernel_shape = per_axis(self, kernel_shape, n, "kernel_shape")
         if isinstance(output_shape, tf.TensorShape):
             output_shape = output_shape.as_list()
@@ -84,7 +77,7 @@ class _ConvNDTranspose(Module):
         dtype = tf.as_dtype(inputs.dtype)
         # Stored [*kernel, out, in]: the layout of the convolution this one transposes.
         w_shape = [*self.kernel_shape, self.output_channels, input_channels]
-        w_init = self.w_init or default_w_init(math.prod(self.kernel_shape) * input_channels)
+        w_init = self.w_init or initializers.default_w_init(math.prod(self.kernel_shape) * input_channels)
         self.w = tf.Variable(w_init(w_shape, dtype), name="w")
         if self.with_bias:
             b_init = self.b_init or initializers.Zeros()

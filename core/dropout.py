@@ -90,7 +90,7 @@ class Dropout(Module):
         if noise_shape is not None:
             noise_shape = tuple(noise_shape)
             if not all(
-                d is None or (isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1)
+                d is None or (utils.is_int(d) and d >= 1)
                 for d in noise_shape
             ):
                 raise ValueError(
@@ -98,7 +98,7 @@ class Dropout(Module):
                     f"got {noise_shape!r}"
                 )
             noise_shape = tuple(None if d is None else int(d) for d in noise_shape)
-        if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
+        if seed is not None and not utils.is_int(seed):
             raise TypeError(f"{utils.describe(self)}: seed must be an int or None, got {seed!r}")
         self.rate = rate
         self.noise_shape = noise_shape

@@ -72,8 +72,8 @@ class Embed(Module):
             if vocab_size is None:
                 raise ValueError(f"{utils.describe(self)}: give vocab_size or existing_vocab")
             for what, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim)):
-                if value is not None and (not utils.is_int(value) or value < 1):
-                    raise ValueError(f"{utils.describe(self)}: {what} must be a positive int, got {value!r}")
+                if value is not None:
+                    utils.positive_int(self, value, what)
             vocab_size = int(vocab_size)
             embed_dim = embedding_dim(vocab_size) if embed_dim is None else int(embed_dim)
             initializer = initializer or initializers.TruncatedNormal()

@@ -24,6 +24,7 @@ __all__ = [
     "Identity",
     "Orthogonal",
     "VarianceScaling",
+    "default_w_init",
 ]
 
 # Standard deviation of a unit normal truncated to [-2, 2], the range that
@@ -235,3 +236,14 @@ def fans(shape: Sequence[int]) -> tuple[float, float]:
         return float(dims[0]), float(dims[0])
     receptive = math.prod(dims[:-2])
     return float(dims[-2] * receptive), float(dims[-1] * receptive)
+
+
+def default_w_init(fan_in: int) -> Initializer:
+    """Sonnet's default kernel initializer, `TruncatedNormal(stddev=1/sqrt(fan_in))`.
+
+    The 1/sqrt(fan_in) scale keeps the outputs' variance near the inputs' for independent
+    zero-mean inputs (LeCun et al., 1998, "Efficient BackProp"). The normal is cut at two
+    standard deviations, so the weights' actual standard deviation is about
+    0.88/sqrt(fan_in), and the outputs' variance about 0.77 times the inputs'.
+    """
+    return TruncatedNormal(stddev=1.0 / math.sqrt(fan_in))

@@ -232,12 +232,11 @@ class GroupNorm(Module):
         name: str | None = None,
     ):
         super().__init__(name=name)
-        if not utils.is_int(groups) or groups < 1:
-            raise ValueError(f"{utils.describe(self)}: groups must be a positive int, got {groups!r}")
+        groups = utils.positive_int(self, groups, "groups")
         self._axis = _check_axis(self, axis)
         _check_param_args(self, create_scale, create_offset, scale_init, offset_init, eps)
         self._channel_index = _channel_index(self, data_format)
-        self.groups = int(groups)
+        self.groups = groups
         self.eps = float(eps)
         self.data_format = data_format
         self.create_scale = create_scale

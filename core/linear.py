@@ -1,7 +1,5 @@
 """Linear: an affine map of the last axis."""
 
-import math
-import numbers
 
 import tensorflow as tf
 
@@ -34,11 +32,10 @@ class Linear(Module):
         name: str | None = None,
     ):
         super().__init__(name=name)
-        if not isinstance(output_size, numbers.Integral) or isinstance(output_size, bool) or output_size < 1:
-            raise ValueError(f"{utils.describe(self)}: output_size must be a positive int, got {output_size!r}")
+        output_size = utils.positive_int(self, output_size, "output_size")
         if not with_bias and b_init is not None:
             raise ValueError(f"{utils.describe(self)}: b_init given but with_bias=False")
-        self.output_size = int(output_size)
+        self.output_size = output_size
         self.with_bias = with_bias
         self.w_init = w_init
         self.b_init = b_init
@@ -52,7 +49,7 @@ class Linear(Module):
             raise ValueError(f"{utils.describe(self)}: the input size (last axis) must be known, got shape {inputs.shape}")
         self.input_size = input_size
         dtype = tf.as_dtype(inputs.dtype)
-        w_init = self.w_init or initializers.TruncatedNormal(stddev=1.0 / math.sqrt(input_size))
+        w_init = self.w_init or initializers.default_w_init(input_size)
         self.w = tf.Variable(w_init([input_size, self.output_size], dtype), name="w")
         if self.with_bias:
             b_init = self.b_init or initializers.Zeros()

@@ -67,7 +67,7 @@ class ExponentialMovingAverage(Module):
             if not 0.0 <= decay < 1.0:
                 raise ValueError(f"{utils.describe(self)}: decay must be in [0, 1), got {decay!r}")
             decay = float(decay)
-        if isinstance(warmup_length, bool) or not isinstance(warmup_length, numbers.Integral) or warmup_length < 0:
+        if not utils.is_int(warmup_length) or warmup_length < 0:
             raise ValueError(f"{utils.describe(self)}: warmup_length must be a non-negative int, got {warmup_length!r}")
         if warmup_length and zero_debias:
             raise ValueError(

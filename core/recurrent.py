@@ -13,7 +13,6 @@ times more slowly.
 
 import abc
 import collections
-import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -65,12 +64,6 @@ class RNNCore(Module, metaclass=_RNNCoreType):
 
 
 # --- shared helpers -------------------------------------------------------------------
-
-
-def _positive_int(module: Module, value: Any, what: str) -> int:
-    if not utils.is_int(value) or value < 1:
-        raise ValueError(f"{utils.describe(module)}: {what} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _summary(value: Any) -> str:
@@ -248,9 +241,9 @@ class LSTM(RNNCore):
         layer_norm: bool = False,
     ):
         super().__init__(name=name)
-        self._hidden_size = _positive_int(self, hidden_size, "hidden_size")
+        self._hidden_size = utils.positive_int(self, hidden_size, "hidden_size")
         if projection_size is not None:
-            projection_size = _positive_int(self, projection_size, "projection_size")
+            projection_size = utils.positive_int(self, projection_size, "projection_size")
         elif projection_init is not None:
             raise ValueError(f"{utils.describe(self)}: projection_init given but projection_size is None")
         self._projection_size = projection_size
@@ -295,15 +288,15 @@ class LSTM(RNNCore):
             raise ValueError(f"{utils.describe(self)}: the input size (axis 1) must be known, got shape {inputs.shape}")
         self._input_size = input_size
         dtype, hidden = self._dtype, self._hidden_size
-        w_i_init = self._w_i_init or initializers.TruncatedNormal(stddev=1.0 / math.sqrt(input_size))
-        w_h_init = self._w_h_init or initializers.TruncatedNormal(stddev=1.0 / math.sqrt(self._state_size))
+        w_i_init = self._w_i_init or initializers.default_w_init(input_size)
+        w_h_init = self._w_h_init or initializers.default_w_init(self._state_size)
         self._w_i = tf.Variable(w_i_init([input_size, 4 * hidden], dtype), name="w_i")
         self._w_h = tf.Variable(w_h_init([self._state_size, 4 * hidden], dtype), name="w_h")
         self.b = tf.Variable(_gate_bias(self._b_init, hidden, self._forget_bias, dtype), name="b")
         if self._projection_size is None:
             self.projection = None
         else:
-            init = self._projection_init or initializers.TruncatedNormal(stddev=1.0 / math.sqrt(hidden))
+            init = self._projection_init or initializers.default_w_init(hidden)
             self.projection = tf.Variable(init([hidden, self._projection_size], dtype), name="projection")
         if self._layer_norm:
             self.gates_scale = tf.Variable(tf.ones([4 * hidden], dtype), name="gates_scale")
@@ -414,7 +407,7 @@ class GRU(RNNCore):
         name: str | None = None,
     ):
         super().__init__(name=name)
-        self._hidden_size = _positive_int(self, hidden_size, "hidden_size")
+        self._hidden_size = utils.positive_int(self, hidden_size, "hidden_size")
         glorot_uniform = initializers.VarianceScaling(mode="fan_avg", distribution="uniform")
         self._w_i_init = w_i_init or glorot_uniform
         self._w_h_init = w_h_init or glorot_uniform
@@ -582,7 +575,7 @@ class Conv2DLSTM(RNNCore):
             raise ValueError(
                 f"{utils.describe(self)}: kernel_shape must be a positive int or two of them, got {kernel_shape!r}"
             )
-        self._output_channels = _positive_int(self, output_channels, "output_channels")
+        self._output_channels = utils.positive_int(self, output_channels, "output_channels")
         # TensorShapes, not tuples: tf.Module would wrap a tuple attribute for tracking.
         self._input_shape = tf.TensorShape([int(d) for d in dims])
         self._kernel = tf.TensorShape([int(k) for k in kernel])
@@ -622,8 +615,8 @@ class Conv2DLSTM(RNNCore):
         dtype, out = self._dtype, self._output_channels
         in_channels = self._input_shape[self._channel_axis - 1]
         receptive = self._kernel[0] * self._kernel[1]
-        w_i_init = self._w_i_init or initializers.TruncatedNormal(stddev=1.0 / math.sqrt(receptive * in_channels))
-        w_h_init = self._w_h_init or initializers.TruncatedNormal(stddev=1.0 / math.sqrt(receptive * out))
+        w_i_init = self._w_i_init or initializers.default_w_init(receptive * in_channels)
+        w_h_init = self._w_h_init or initializers.default_w_init(receptive * out)
         self._input_to_hidden.build([*self._kernel, in_channels, 4 * out], w_i_init, dtype)
         self._hidden_to_hidden.build([*self._kernel, out, 4 * out], w_h_init, dtype)
         self.b = tf.Variable(_gate_bias(self._b_init, out, self._forget_bias, dtype), name="b")

@@ -65,11 +65,10 @@ class SpectralNorm(Module):
 
     def __init__(self, n_steps: int = 1, eps: float = 1e-4, name: str | None = None):
         super().__init__(name=name)
-        if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or n_steps < 1:
-            raise ValueError(f"{utils.describe(self)}: n_steps must be a positive int, got {n_steps!r}")
+        n_steps = utils.positive_int(self, n_steps, "n_steps")
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
             raise ValueError(f"{utils.describe(self)}: eps must be a positive number, got {eps!r}")
-        self.n_steps = int(n_steps)
+        self.n_steps = n_steps
         self.eps = float(eps)
 
     @once

@@ -22,6 +22,7 @@ __all__ = [
     "check_floating",
     "check_broadcasts_to",
     "is_int",
+    "positive_int",
     "channel_index",
     "flag",
     "port_variables",
@@ -37,6 +38,14 @@ def describe(module: tf.Module) -> str:
 def is_int(value: Any) -> bool:
     """Whether `value` is a Python or NumPy integer (bools are not)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def positive_int(module: tf.Module, value: Any, what: str) -> int:
+    """`value` as an int if it is a positive Python or NumPy integer; else `ValueError`
+    naming the module and the argument `what`."""
+    if not is_int(value) or value < 1:
+        raise ValueError(f"{describe(module)}: {what} must be a positive int, got {value!r}")
+    return int(value)
 
 
 _CHANNELS_FIRST = re.compile(r"NC[^C]*")

@@ -18,6 +18,8 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from core import utils
+
 __all__ = [
     "Schedule",
     "ConstantWithLinearWarmup",
@@ -42,7 +44,7 @@ def _check_number(who: str, name: str, value, low: float | None = None, high: fl
 
 
 def _check_steps(who: str, name: str, value, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    if not utils.is_int(value) or value < minimum:
         raise ValueError(f"{who}: {name} must be an int >= {minimum}, got {value!r}")
 
 

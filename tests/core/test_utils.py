@@ -105,3 +105,12 @@ def test_flag_takes_bools_and_boolean_scalar_tensors_only():
         utils.flag(module, tf.constant([True, False]), "is_training")
     with pytest.raises(TypeError, match=r"Linear 'probe': mode must be a bool or a boolean scalar tensor, got 'no'"):
         utils.flag(module, "no", "mode")
+
+
+def test_positive_int_returns_an_int_or_names_the_argument():
+    module = core.Linear(2, name="probe")
+    assert utils.positive_int(module, np.int32(4), "size") == 4
+    assert type(utils.positive_int(module, np.int32(4), "size")) is int
+    for bad in (0, -1, True, 2.0, "3", None):
+        with pytest.raises(ValueError, match=r"Linear 'probe': size must be a positive int, got "):
+            utils.positive_int(module, bad, "size")
