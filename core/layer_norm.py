@@ -184,7 +184,7 @@ class LayerNorm(Module):
         shape = inputs.shape
         if (
             inputs.dtype is not self._dtype
-            or len(shape) != self._rank
+            or shape.rank != self._rank
             or (self._channels is not None and shape[self._channel_index] != self._channels)
         ):
             _check_inputs(self, inputs)
@@ -295,7 +295,7 @@ class GroupNorm(Module):
         """
         self._initialize(inputs)
         shape = inputs.shape
-        if inputs.dtype is not self._dtype or len(shape) != self._rank or shape[self._channel_index] != self._channels:
+        if inputs.dtype is not self._dtype or shape.rank != self._rank or shape[self._channel_index] != self._channels:
             _check_inputs(self, inputs)
         scale, offset = _params(self, shape, scale, offset)
         dims = shape.as_list()

@@ -60,7 +60,7 @@ class Linear(Module):
         self._initialize(inputs)
         shape = inputs.shape
         # One cheap test on the hot path; the detailed checks run only when it fails.
-        if inputs.dtype is not self.w.dtype or len(shape) < 2 or shape[-1] != self.input_size:
+        if inputs.dtype is not self.w.dtype or (shape.rank or 0) < 2 or shape[-1] != self.input_size:
             self._check(inputs)
         # The raw ops are the kernels `tf.matmul` and `tf.add` run, without their Python
         # wrappers, which cost more than the arithmetic itself on small eager batches.

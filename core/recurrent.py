@@ -320,9 +320,9 @@ class LSTM(RNNCore):
             inputs.dtype is not dtype
             or hidden.dtype is not dtype
             or cell.dtype is not dtype
-            or len(xs) != 2
-            or len(hs) != 2
-            or len(cs) != 2
+            or xs.rank != 2
+            or hs.rank != 2
+            or cs.rank != 2
             or xs[1] != self._input_size
             or hs[1] != self._state_size
             or cs[1] != self._hidden_size
@@ -464,8 +464,8 @@ class GRU(RNNCore):
         if (
             inputs.dtype is not dtype
             or h.dtype is not dtype
-            or len(xs) != 2
-            or len(hs) != 2
+            or xs.rank != 2
+            or hs.rank != 2
             or xs[1] != self._input_size
             or hs[1] != self._hidden_size
             or hs[0] != xs[0]

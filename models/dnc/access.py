@@ -180,7 +180,7 @@ class MemoryAccess(core.RNNCore):
         self, controller_output: tf.Tensor, prev_state: AccessState
     ) -> tuple[tf.Tensor, AccessState, dict[str, tf.Tensor]]:
         """`__call__`, also returning the interface fields (gates, modes...) it used."""
-        if controller_output.dtype is not self.dtype or len(controller_output.shape) != 2:
+        if controller_output.dtype is not self.dtype or controller_output.shape.rank != 2:
             core.utils.check_dtype(self, controller_output, self.dtype, what="controller outputs")
             core.utils.check_rank(self, controller_output, 2, what="controller outputs", layout="[batch, features]")
         f = self.interface_fields(controller_output)

@@ -109,7 +109,7 @@ class DNC(core.RNNCore):
         self._record_input_size(x)
         shape = x.shape
         # Cheap tests on the hot path; the detailed checks run only when they fail.
-        if x.dtype is not self.dtype or len(shape) != 2 or shape[1] != self.input_size:
+        if x.dtype is not self.dtype or shape.rank != 2 or shape[1] != self.input_size:
             self._check(x)
         if reset is not None:
             if len(reset.shape) != 1 or tf.as_dtype(reset.dtype) != tf.bool or reset.shape[0] != shape[0]:

@@ -215,3 +215,26 @@ def test_no_name_scope_tf_function_is_left_alone():
     assert isinstance(vars(Free)["make"], tf.types.experimental.PolymorphicFunction)
     assert vars(Free)["make"].python_function.__name__ == "make"
     assert not hasattr(vars(Free)["make"].python_function, "__wrapped__")
+
+
+@pytest.mark.parametrize(
+    "make,call,message",
+    [
+        (lambda: core.Linear(3), lambda m, x: m(x), r"Linear 'linear': expected inputs of rank at least 2"),
+        (lambda: core.LSTM(4), lambda m, x: m(x, m.initial_state(2)), r"LSTM 'lstm': expected inputs of rank 2"),
+        (lambda: core.GRU(4), lambda m, x: m(x, m.initial_state(2)), r"GRU 'gru': expected inputs of rank 2"),
+        (lambda: core.LayerNorm(-1, True, True), lambda m, x: m(x), r"LayerNorm 'layer_norm': expected inputs of rank 2"),
+    ],
+    ids=["Linear", "LSTM", "GRU", "LayerNorm"],
+)
+def test_inputs_of_unknown_rank_get_the_modules_error(make, call, message):
+    """A trace with inputs of unknown rank fails with the module's message, not TensorFlow's
+    "Cannot take the length of shape with unknown rank" (without autograph, which would
+    otherwise turn the modules' `len` into its own)."""
+    module = make()
+    call(module, tf.zeros([2, 5]))
+    traced = tf.function(
+        lambda x: call(module, x), input_signature=[tf.TensorSpec(None, tf.float32)], autograph=False
+    )
+    with pytest.raises(ValueError, match=message):
+        traced.get_concrete_function()
