@@ -107,7 +107,8 @@ class BatchNorm(Module):
             raise ValueError(f"{who}: scale_init given but create_scale=False")
         if not create_offset and offset_init is not None:
             raise ValueError(f"{who}: offset_init given but create_offset=False")
-        if utils.channel_index(data_format) is None:
+        channel_index = utils.channel_index(data_format)
+        if channel_index is None:
             raise ValueError(
                 f"{who}: unknown data_format {data_format!r}; use 'channels_last', 'channels_first' or a "
                 "layout such as 'NHWC', 'NCHW' or 'BTD'"
@@ -121,7 +122,7 @@ class BatchNorm(Module):
         self.decay_rate = float(decay_rate)
         self.eps = float(eps)
         self.data_format = data_format
-        self.channel_index = utils.channel_index(data_format)
+        self.channel_index = channel_index
         self.scale_init = scale_init or initializers.Ones()
         self.offset_init = offset_init or initializers.Zeros()
         self.moving_mean = ExponentialMovingAverage(self.decay_rate, name="moving_mean")

@@ -115,6 +115,16 @@ def _check_batch(module: Module, state: Any, inputs: Any, what: str) -> None:
         )
 
 
+def _vector_input_size(core: Module, inputs: tf.Tensor) -> int:
+    """The input size of a core on [batch, input_size] inputs of its dtype, from the first call."""
+    utils.check_rank(core, inputs, 2, layout="[batch, input_size]")
+    _check_dtype(core, inputs, core._dtype, "inputs")
+    input_size = inputs.shape[1]
+    if input_size is None:
+        raise ValueError(f"{utils.describe(core)}: the input size (axis 1) must be known, got shape {inputs.shape}")
+    return input_size
+
+
 def _unpack_state(core: Module, prev_state: Any) -> tuple[tf.Tensor, tf.Tensor]:
     """(hidden, cell) of an LSTM-like core's state, or the core's error for anything else."""
     try:
@@ -281,12 +291,7 @@ class LSTM(RNNCore):
 
     @once
     def _initialize(self, inputs: tf.Tensor) -> None:
-        utils.check_rank(self, inputs, 2, layout="[batch, input_size]")
-        _check_dtype(self, inputs, self._dtype, "inputs")
-        input_size = inputs.shape[1]
-        if input_size is None:
-            raise ValueError(f"{utils.describe(self)}: the input size (axis 1) must be known, got shape {inputs.shape}")
-        self._input_size = input_size
+        self._input_size = input_size = _vector_input_size(self, inputs)
         dtype, hidden = self._dtype, self._hidden_size
         w_i_init = self._w_i_init or initializers.default_w_init(input_size)
         w_h_init = self._w_h_init or initializers.default_w_init(self._state_size)
@@ -435,12 +440,7 @@ class GRU(RNNCore):
 
     @once
     def _initialize(self, inputs: tf.Tensor) -> None:
-        utils.check_rank(self, inputs, 2, layout="[batch, input_size]")
-        _check_dtype(self, inputs, self._dtype, "inputs")
-        input_size = inputs.shape[1]
-        if input_size is None:
-            raise ValueError(f"{utils.describe(self)}: the input size (axis 1) must be known, got shape {inputs.shape}")
-        self._input_size = input_size
+        self._input_size = input_size = _vector_input_size(self, inputs)
         hidden, dtype = self._hidden_size, self._dtype
         self._w_i = tf.Variable(self._w_i_init([input_size, 3 * hidden], dtype), name="w_i")
         self._w_h = tf.Variable(self._w_h_init([hidden, 3 * hidden], dtype), name="w_h")
@@ -820,6 +820,18 @@ def deep_rnn_with_residual_connections(
 # --- unrolling ------------------------------------------------------------------------
 
 
+def _sequence(who: str, input_sequence: Any, static: bool = False) -> tuple[Any, list[tf.Tensor], int | None]:
+    """`input_sequence` with its leaves as tensors, the flat list of them, and the number of
+    time steps (None when unknown; an error when `static` and unknown)."""
+    flat_inputs = [tf.convert_to_tensor(x) for x in tf.nest.flatten(input_sequence)]
+    if flat_inputs and not isinstance(input_sequence, tf.Tensor):
+        input_sequence = tf.nest.pack_sequence_as(input_sequence, flat_inputs)
+    num_steps = _num_steps(who, flat_inputs)
+    if static and num_steps is None:
+        raise ValueError(f"{who}: the number of time steps (axis 0 of input_sequence) must be known statically")
+    return input_sequence, flat_inputs, num_steps
+
+
 def _num_steps(who: str, flat_inputs: list[tf.Tensor]) -> int | None:
     """The static number of time steps shared by `flat_inputs` (None when unknown)."""
     if not flat_inputs:
@@ -988,10 +1000,7 @@ def dynamic_unroll(
         or a `sequence_length` that is not [B].
       TypeError: for a non-integer `sequence_length`.
     """
-    flat_inputs = [tf.convert_to_tensor(x) for x in tf.nest.flatten(input_sequence)]
-    if not isinstance(input_sequence, tf.Tensor):
-        input_sequence = tf.nest.pack_sequence_as(input_sequence, flat_inputs) if flat_inputs else input_sequence
-    num_steps = _num_steps("dynamic_unroll", flat_inputs)
+    input_sequence, flat_inputs, num_steps = _sequence("dynamic_unroll", input_sequence)
     lengths = _lengths("dynamic_unroll", sequence_length, flat_inputs)
     if tf.executing_eagerly():
         return _python_unroll(core, input_sequence, initial_state, lengths, num_steps)
@@ -1014,12 +1023,7 @@ def static_unroll(
     Raises:
       ValueError: as `dynamic_unroll`, and when T is not known statically.
     """
-    flat_inputs = [tf.convert_to_tensor(x) for x in tf.nest.flatten(input_sequence)]
-    if not isinstance(input_sequence, tf.Tensor):
-        input_sequence = tf.nest.pack_sequence_as(input_sequence, flat_inputs) if flat_inputs else input_sequence
-    num_steps = _num_steps("static_unroll", flat_inputs)
-    if num_steps is None:
-        raise ValueError("static_unroll: the number of time steps (axis 0 of input_sequence) must be known statically")
+    input_sequence, flat_inputs, num_steps = _sequence("static_unroll", input_sequence, static=True)
     lengths = _lengths("static_unroll", sequence_length, flat_inputs)
     return _python_unroll(core, input_sequence, initial_state, lengths, num_steps)
 
@@ -1055,10 +1059,7 @@ def checkpointed_unroll(
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"checkpointed_unroll: chunk_size must be a positive int, got {chunk_size!r}")
-    flat_inputs = [tf.convert_to_tensor(x) for x in tf.nest.flatten(input_sequence)]
-    num_steps = _num_steps("checkpointed_unroll", flat_inputs)
-    if num_steps is None:
-        raise ValueError("checkpointed_unroll: the number of time steps (axis 0 of input_sequence) must be known statically")
+    input_sequence, flat_inputs, num_steps = _sequence("checkpointed_unroll", input_sequence, static=True)
     num_inputs = len(flat_inputs)
     state, chunks, seen = initial_state, [], {}
     for start in range(0, num_steps, chunk_size):
