@@ -41,6 +41,44 @@ def channel_axis(module: Module, data_format: str, n: int) -> int:
     return -1 if data_format == formats[0] else 1
 
 
+# Shared with the transposed convolutions: what a (transposed) convolution checks and
+# makes on its first call, and checks on a later call whose quick test failed.
+
+
+def check_first_inputs(module: Module, inputs: tf.Tensor) -> None:
+    """The first inputs' rank (batch, spatial axes, channels) and floating dtype."""
+    utils.check_rank(module, inputs, module.NUM_SPATIAL + 2, layout=f"[{', '.join(module.data_format)}]")
+    utils.check_floating(module, inputs)
+
+
+def known_input_channels(module: Module, inputs: tf.Tensor) -> int:
+    """The first inputs' channel count, which must be known."""
+    input_channels = inputs.shape[module._channel_axis]
+    if input_channels is None:
+        raise ValueError(
+            f"{utils.describe(module)}: the number of input channels must be known, got shape {inputs.shape}"
+        )
+    return input_channels
+
+
+def make_variables(module: Module, w_shape: list[int], input_channels: int, dtype: tf.DType) -> None:
+    """`module.w` of `w_shape` (by `module.w_init`, or the default for its fan-in) and,
+    `with_bias`, `module.b` [output_channels]."""
+    dtype = tf.as_dtype(dtype)
+    w_init = module.w_init or initializers.default_w_init(math.prod(module.kernel_shape) * input_channels)
+    module.w = tf.Variable(w_init(w_shape, dtype), name="w")
+    if module.with_bias:
+        b_init = module.b_init or initializers.Zeros()
+        module.b = tf.Variable(b_init([module.output_channels], dtype), name="b")
+
+
+def check_inputs(module: Module, inputs: tf.Tensor) -> None:
+    """A later call's dtype, rank and channel count against the first call's."""
+    utils.check_dtype(module, inputs, module.w.dtype)
+    utils.check_rank(module, inputs, module.NUM_SPATIAL + 2, layout=f"[{', '.join(module.data_format)}]")
+    utils.check_size(module, inputs, module._channel_axis, module.input_channels, meaning="input channels")
+
+
 class _ConvND(Module):
     """Shared body of Conv1D/2D/3D; subclasses fix the number of spatial axes."""
 
@@ -104,25 +142,12 @@ class _ConvND(Module):
 
     @once
     def _initialize(self, inputs: tf.Tensor) -> None:
-        rank = self.NUM_SPATIAL + 2
-        utils.check_rank(self, inputs, rank, layout=f"[{', '.join(self.data_format)}]")
-        utils.check_floating(self, inputs)
+        check_first_inputs(self, inputs)
         for axis, size in self._min_spatial:  # before making variables, which a failed trace would lose
             if inputs.shape[axis] is not None and inputs.shape[axis] < size:
                 self._too_small(inputs.shape, axis, size)
-        input_channels = inputs.shape[self._channel_axis]
-        if input_channels is None:
-            raise ValueError(
-                f"{utils.describe(self)}: the number of input channels must be known, got shape {inputs.shape}"
-            )
-        self.input_channels = input_channels
-        dtype = tf.as_dtype(inputs.dtype)
-        w_shape = [*self.kernel_shape, input_channels, self.output_channels]
-        w_init = self.w_init or initializers.default_w_init(math.prod(self.kernel_shape) * input_channels)
-        self.w = tf.Variable(w_init(w_shape, dtype), name="w")
-        if self.with_bias:
-            b_init = self.b_init or initializers.Zeros()
-            self.b = tf.Variable(b_init([self.output_channels], dtype), name="b")
+        self.input_channels = input_channels = known_input_channels(self, inputs)
+        make_variables(self, [*self.kernel_shape, input_channels, self.output_channels], input_channels, inputs.dtype)
 
     def _explicit_paddings(self) -> list[list[int]] | None:
         """The `tf.pad` paddings the padding functions ask for, or None without them."""
@@ -209,9 +234,7 @@ class _ConvND(Module):
         )
 
     def _check(self, inputs: tf.Tensor) -> None:
-        utils.check_dtype(self, inputs, self.w.dtype)
-        utils.check_rank(self, inputs, self.NUM_SPATIAL + 2, layout=f"[{', '.join(self.data_format)}]")
-        utils.check_size(self, inputs, self._channel_axis, self.input_channels, meaning="input channels")
+        check_inputs(self, inputs)
 
 
 _ARGS_DOC = """

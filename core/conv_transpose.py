@@ -4,13 +4,20 @@ Each is the gradient of the matching convolution with respect to its input: it m
 convolution's output size back to its input size, upsampling by `stride`.
 """
 
-import math
 from typing import Sequence
 
 import tensorflow as tf
 
 from core import initializers, utils
-from core.conv import IntOrSeq, channel_axis, per_axis
+from core.conv import (
+    IntOrSeq,
+    channel_axis,
+    check_first_inputs,
+    check_inputs,
+    known_input_channels,
+    make_variables,
+    per_axis,
+)
 from core.module import Module, once
 
 
@@ -59,14 +66,8 @@ class _ConvNDTranspose(Module):
 
     @once
     def _initialize(self, inputs: tf.Tensor) -> None:
-        utils.check_rank(self, inputs, self.NUM_SPATIAL + 2, layout=f"[{', '.join(self.data_format)}]")
-        utils.check_floating(self, inputs)
-        input_channels = inputs.shape[self._channel_axis]
-        if input_channels is None:
-            raise ValueError(
-                f"{utils.describe(self)}: the number of input channels must be known, got shape {inputs.shape}"
-            )
-        self.input_channels = input_channels
+        check_first_inputs(self, inputs)
+        self.input_channels = input_channels = known_input_channels(self, inputs)
         # Every input dimension but the batch, when `output_shape` fixes them: the hot
         # path compares them all at once.
         self._input_tail = None
@@ -74,14 +75,8 @@ class _ConvNDTranspose(Module):
             spatial = self._input_spatial()
             self._input_tail = (*spatial, input_channels) if self._channel_axis == -1 else (input_channels, *spatial)
         self._check_output_shape(inputs)
-        dtype = tf.as_dtype(inputs.dtype)
         # Stored [*kernel, out, in]: the layout of the convolution this one transposes.
-        w_shape = [*self.kernel_shape, self.output_channels, input_channels]
-        w_init = self.w_init or initializers.default_w_init(math.prod(self.kernel_shape) * input_channels)
-        self.w = tf.Variable(w_init(w_shape, dtype), name="w")
-        if self.with_bias:
-            b_init = self.b_init or initializers.Zeros()
-            self.b = tf.Variable(b_init([self.output_channels], dtype), name="b")
+        make_variables(self, [*self.kernel_shape, self.output_channels, input_channels], input_channels, inputs.dtype)
 
     def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
         """Applies the transposed convolution to `inputs` [batch, *spatial, channels] (or channels first).
@@ -162,9 +157,7 @@ class _ConvNDTranspose(Module):
             )
 
     def _check(self, inputs: tf.Tensor) -> None:
-        utils.check_dtype(self, inputs, self.w.dtype)
-        utils.check_rank(self, inputs, self.NUM_SPATIAL + 2, layout=f"[{', '.join(self.data_format)}]")
-        utils.check_size(self, inputs, self._channel_axis, self.input_channels, meaning="input channels")
+        check_inputs(self, inputs)
         self._check_output_shape(inputs)
 
 
