@@ -9,6 +9,14 @@ from core.linear import Linear
 from core.module import Module, once
 
 
+def _leading_dims(x: tf.Tensor) -> list:
+    """The first two dimensions of `x`: ints where known statically, else tensors."""
+    shape = x.shape
+    if shape[0] is None or shape[1] is None:
+        return tf.unstack(tf.shape(x))[:2]
+    return shape[:2].as_list()
+
+
 class MultiHeadAttention(Module):
     """Multi-head scaled dot-product attention (Vaswani et al., 2017, arXiv:1706.03762).
 
@@ -75,10 +83,9 @@ class MultiHeadAttention(Module):
         self.w_init = w_init
         self.b_init = b_init
         self._scale = 1.0 / math.sqrt(key_size)
-        linear = lambda size, name: Linear(size, with_bias, w_init, b_init, name=name)  # noqa: E731
-        self.query_proj = linear(num_heads * key_size, "query")
-        self.key_proj = linear(num_heads * key_size, "key")
-        self.value_proj = linear(num_heads * self.value_size, "value")
+        self.query_proj = self._linear(num_heads * key_size, "query")
+        self.key_proj = self._linear(num_heads * key_size, "key")
+        self.value_proj = self._linear(num_heads * self.value_size, "value")
         # `output_proj` is made by `_initialize`: its size may come from the first query.
 
     @once
@@ -92,7 +99,11 @@ class MultiHeadAttention(Module):
         self._query_size = size
         self._key_size_in = None  # the key and value feature sizes, fixed by the first call with them
         self._value_size_in = None
-        self.output_proj = Linear(self.model_size or size, self.with_bias, self.w_init, self.b_init, name="output")
+        self.output_proj = self._linear(self.model_size or size, "output")
+
+    def _linear(self, size: int, name: str) -> Linear:
+        """A projection with the module's bias and initializer settings."""
+        return Linear(size, self.with_bias, self.w_init, self.b_init, name=name)
 
     def __call__(
         self,
@@ -123,12 +134,7 @@ class MultiHeadAttention(Module):
         v = self._split_heads(self.value_proj(value), self.value_size)
         mixed = tf.matmul(weights, v)  # [batch, heads, queries, value_size]
         mixed = tf.transpose(mixed, [0, 2, 1, 3])
-        shape = mixed.shape
-        if shape[0] is None or shape[1] is None:
-            dims = tf.unstack(tf.shape(mixed))[:2]
-        else:
-            dims = shape[:2].as_list()
-        mixed = tf.reshape(mixed, [*dims, self.num_heads * self.value_size])
+        mixed = tf.reshape(mixed, [*_leading_dims(mixed), self.num_heads * self.value_size])
         return self.output_proj(mixed)
 
     def attention_weights(
@@ -186,12 +192,7 @@ class MultiHeadAttention(Module):
 
     def _split_heads(self, x: tf.Tensor, size: int) -> tf.Tensor:
         """[batch, time, heads * size] -> [batch, heads, time, size]."""
-        shape = x.shape
-        if shape[0] is None or shape[1] is None:
-            dims = tf.unstack(tf.shape(x))[:2]
-        else:
-            dims = shape[:2].as_list()
-        return tf.transpose(tf.reshape(x, [*dims, self.num_heads, size]), [0, 2, 1, 3])
+        return tf.transpose(tf.reshape(x, [*_leading_dims(x), self.num_heads, size]), [0, 2, 1, 3])
 
     def _check(self, query, key, value, key_mask) -> None:
         """Raises the detailed error for whatever failed the cheap test; records new sizes."""
