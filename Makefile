@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 RUN_ARGS ?=
 BAZEL_ARGS ?=
 
-.PHONY: run test bazel-test clean
+.PHONY: run test lint format bazel-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ run: $(VENV)/.installed-bench
 # `pytest benchmarks --benchmark-only` (which refuses xdist) keeps working.
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
+
+# The formatter and the linter (ruff; settings in pyproject.toml). `make format` rewrites.
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: $(VENV)/.installed-test
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 # Bazel, for those who build with it: Debian's bazel-bootstrap (Bazel 4.2.3) if bazel is
 # missing, then every test through Bazel. Tests run with the first python3 on PATH,

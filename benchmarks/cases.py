@@ -6,7 +6,8 @@ a workload is the library that computes it. The loss is computed in the workload
 dtype, like everything else.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf

@@ -45,8 +45,16 @@ def save(result: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(max(8.0, 1.1 * len(labels) + 2), 5.5))
     for i, (label, medians, low, high, colour, hatch) in enumerate(series):
         ax.bar(
-            x + (i - (len(series) - 1) / 2) * width, medians, width, yerr=[low, high], label=label,
-            color=colour, alpha=0.45 if hatch else 0.9, hatch=hatch, edgecolor="black", linewidth=0.4,
+            x + (i - (len(series) - 1) / 2) * width,
+            medians,
+            width,
+            yerr=[low, high],
+            label=label,
+            color=colour,
+            alpha=0.45 if hatch else 0.9,
+            hatch=hatch,
+            edgecolor="black",
+            linewidth=0.4,
             error_kw={"elinewidth": 0.8, "capsize": 2},
         )
     ax.set_yscale("log")

@@ -41,7 +41,9 @@ def train_step_fn(memory_size: int, word_size: int, hidden: int, steps: int, bat
     inputs, outputs = 6, 5
     model = dnc.DNC(
         dict(memory_size=memory_size, word_size=word_size, num_reads=4, num_writes=1),
-        dict(hidden_size=hidden), outputs, clip_value=20,
+        dict(hidden_size=hidden),
+        outputs,
+        clip_value=20,
     )
     optimizer = core.optimizers.RMSProp(1e-4, epsilon=1e-10)
     x = tf.random.stateless_normal([steps, batch, inputs], [0, 1])
@@ -112,7 +114,8 @@ def main(argv=None) -> None:
         return
     available = machine_memory_gib()
     print(f"\nbAbI sizes: LSTM 256, W 64, R 4, batch 16, T 50 (memory available now: {available:.1f} GiB)")
-    print("| N | unroll | T | step (s) | peak memory (GiB) | at T = 50 | process max RSS (GiB) |\n|---|---|---|---|---|---|---|")
+    print("| N | unroll | T | step (s) | peak memory (GiB) | at T = 50 | process max RSS (GiB) |")
+    print("|---|---|---|---|---|---|---|")
     config = dict(word_size=64, hidden=256, batch=16)
     for n in babi_sizes:
         # Stored activations: measure at T = 5 and 10, fit a line, extrapolate to 50.
@@ -120,20 +123,31 @@ def main(argv=None) -> None:
         for steps in (5, 10):
             seconds, peak = measure(max(1, args.repeats // 2), memory_size=n, steps=steps, chunk=None, **config)
             points.append((steps, seconds, peak))
-            print(f"| {n} | dynamic_unroll | {steps} | {seconds:.2f} | {peak:.2f} | | {max_rss_gib():.2f} |", flush=True)
+            print(
+                f"| {n} | dynamic_unroll | {steps} | {seconds:.2f} | {peak:.2f} | | {max_rss_gib():.2f} |", flush=True
+            )
         (t0, s0, p0), (t1, s1, p1) = points
         peak_50 = p1 + (p1 - p0) / (t1 - t0) * (50 - t1)
         time_50 = s1 + (s1 - s0) / (t1 - t0) * (50 - t1)
         if peak_50 < 0.6 * available:
             seconds, peak = measure(max(1, args.repeats // 2), memory_size=n, steps=50, chunk=None, **config)
-            print(f"| {n} | dynamic_unroll | 50 | {seconds:.2f} | {peak:.2f} | measured | {max_rss_gib():.2f} |", flush=True)
+            print(
+                f"| {n} | dynamic_unroll | 50 | {seconds:.2f} | {peak:.2f} | measured | {max_rss_gib():.2f} |",
+                flush=True,
+            )
         else:
-            print(f"| {n} | dynamic_unroll | 50 | ~{time_50:.1f} (extrapolated) | ~{peak_50:.1f} (extrapolated) | "
-                  f"does not fit: not run | |", flush=True)
+            print(
+                f"| {n} | dynamic_unroll | 50 | ~{time_50:.1f} (extrapolated) | ~{peak_50:.1f} (extrapolated) | "
+                f"does not fit: not run | |",
+                flush=True,
+            )
         for chunk in [int(c) for c in args.chunks.split(",")]:
             seconds, peak = measure(max(1, args.repeats // 2), memory_size=n, steps=50, chunk=chunk, **config)
-            print(f"| {n} | checkpointed_unroll, chunk {chunk} | 50 | {seconds:.2f} | {peak:.2f} | measured | "
-                  f"{max_rss_gib():.2f} |", flush=True)
+            print(
+                f"| {n} | checkpointed_unroll, chunk {chunk} | 50 | {seconds:.2f} | {peak:.2f} | measured | "
+                f"{max_rss_gib():.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -126,11 +126,22 @@ def measure_peak(dtype: tf.DType = tf.float32, size: int = 2048, repeats: int = 
 
 
 # The ops that carry a model's arithmetic: their dtype is the dtype the model computes in.
-HEAVY_OPS = frozenset({
-    "MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum",
-    "Conv2D", "Conv3D", "Conv2DBackpropInput", "Conv2DBackpropFilter",
-    "Conv3DBackpropInputV2", "Conv3DBackpropFilterV2", "DepthwiseConv2dNative",
-})
+HEAVY_OPS = frozenset(
+    {
+        "MatMul",
+        "BatchMatMul",
+        "BatchMatMulV2",
+        "BatchMatMulV3",
+        "Einsum",
+        "Conv2D",
+        "Conv3D",
+        "Conv2DBackpropInput",
+        "Conv2DBackpropFilter",
+        "Conv3DBackpropInputV2",
+        "Conv3DBackpropFilterV2",
+        "DepthwiseConv2dNative",
+    }
+)
 
 
 def compute_dtypes(graph: tf.Graph) -> dict[str, list[str]]:

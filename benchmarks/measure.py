@@ -21,7 +21,8 @@ of the rounds (`interleaved` is False and its ratios have n = 1, no interval).
 
 import dataclasses
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tensorflow as tf
 

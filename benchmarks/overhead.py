@@ -32,7 +32,12 @@ def cases():
     ours_state, their_state = ours_lstm.initial_state(16), their_lstm.initial_state(16)
     return [
         ("Linear(256), [16, 256]", lambda: ours_linear(x), lambda: their_linear(x), 1),
-        ("LSTM(256) one step, [16, 64]", lambda: ours_lstm(step_in, ours_state), lambda: their_lstm(step_in, their_state), 1),
+        (
+            "LSTM(256) one step, [16, 64]",
+            lambda: ours_lstm(step_in, ours_state),
+            lambda: their_lstm(step_in, their_state),
+            1,
+        ),
         (
             "dynamic_unroll LSTM(256), 50 x [16, 64]",
             lambda: core.dynamic_unroll(ours_lstm, seq, ours_state),
@@ -48,8 +53,8 @@ def main(argv=None) -> None:
     parser.add_argument("--number", type=int, default=50, help="calls per repeat (divided by the unroll length)")
     args = parser.parse_args(argv)
     print(f"TensorFlow {tf.__version__}, dm-sonnet {snt.__version__}, eager mode")
-    print(f"| case | ours (us) | sonnet (us) | ours / sonnet [95% CI] |")
-    print(f"|---|---|---|---|")
+    print("| case | ours (us) | sonnet (us) | ours / sonnet [95% CI] |")
+    print("|---|---|---|---|")
     for name, ours, theirs, scale in cases():
         ours(), theirs()  # build variables, warm caches
         number = max(1, args.number // scale)

@@ -12,7 +12,8 @@ is imported by `load()`), calling `register(Workload(...))` at import time; see
 import dataclasses
 import importlib
 import pkgutil
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 

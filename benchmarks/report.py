@@ -1,6 +1,6 @@
 """Markdown tables of a run, and the per-row comparison of two runs (`--compare`)."""
 
-from typing import Iterable
+from collections.abc import Iterable
 
 DASH = "–"
 
@@ -69,24 +69,47 @@ def heading(result: dict) -> str:
 def main_table(result: dict) -> str:
     """Ours: one row per workload, step and mode."""
     header = [
-        "workload", "step", "mode", "first call (s)", "median (ms)", "IQR (ms)", "examples/s",
-        "× eager [95% CI]", "× function [95% CI]", "GFLOP/s", "% peak", "FLOPs from", "step mem (MiB)",
+        "workload",
+        "step",
+        "mode",
+        "first call (s)",
+        "median (ms)",
+        "IQR (ms)",
+        "examples/s",
+        "× eager [95% CI]",
+        "× function [95% CI]",
+        "GFLOP/s",
+        "% peak",
+        "FLOPs from",
+        "step mem (MiB)",
     ]
     rows = []
     for r in result["results"]:
         if r["status"] != "ok":
-            rows.append([r["workload"], r["step"], r["mode"], _seconds(r["first_call_s"]), "error: see below"]
-                        + [DASH] * (len(header) - 5))
+            rows.append(
+                [r["workload"], r["step"], r["mode"], _seconds(r["first_call_s"]), "error: see below"]
+                + [DASH] * (len(header) - 5)
+            )
             continue
         memory = r["step_memory_bytes"]
         once = not r["interleaved"]
-        rows.append([
-            r["workload"], r["step"], r["mode"], _seconds(r["first_call_s"]),
-            ms(r["median_s"]) + (" (once)" if once else ""), DASH if once else ms(r["iqr_s"]),
-            _count(r["examples_per_s"]), _ratio(r["speedup_vs_eager"]), _ratio(r["speedup_vs_function"]),
-            _rate(r["flops_per_s"], 1e9), _percent(r["fraction_of_peak"]),
-            r["flops_source"].split(" ")[0], DASH if memory is None else f"{memory / 2**20:.1f}",
-        ])
+        rows.append(
+            [
+                r["workload"],
+                r["step"],
+                r["mode"],
+                _seconds(r["first_call_s"]),
+                ms(r["median_s"]) + (" (once)" if once else ""),
+                DASH if once else ms(r["iqr_s"]),
+                _count(r["examples_per_s"]),
+                _ratio(r["speedup_vs_eager"]),
+                _ratio(r["speedup_vs_function"]),
+                _rate(r["flops_per_s"], 1e9),
+                _percent(r["fraction_of_peak"]),
+                r["flops_source"].split(" ")[0],
+                DASH if memory is None else f"{memory / 2**20:.1f}",
+            ]
+        )
     return _table(header, rows)
 
 
@@ -187,4 +210,3 @@ def compare(old: dict, new: dict) -> str:
     if unmatched:
         text += "\n\nRows in only one run: " + ", ".join(unmatched) + "."
     return text + "\n"
-

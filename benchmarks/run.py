@@ -17,7 +17,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -65,41 +66,81 @@ def parser() -> argparse.ArgumentParser:
     modes_list = lambda t: _names(t, steps.MODES, "mode")  # noqa: E731
     peers_list = lambda t: _names(t, measure.PEER_NAMES, "peer")  # noqa: E731
     add = p.add_argument
-    add("--preset", choices=registry.PRESETS, default="quick",
-        help=f"workload sizes and timing effort ({presets}). Default: quick")
-    add("--workloads", default="", metavar="NAMES",
-        help="comma-separated workloads to run (default: all; see --list)")
+    add(
+        "--preset",
+        choices=registry.PRESETS,
+        default="quick",
+        help=f"workload sizes and timing effort ({presets}). Default: quick",
+    )
+    add("--workloads", default="", metavar="NAMES", help="comma-separated workloads to run (default: all; see --list)")
     add("--list", action="store_true", help="list the registered workloads with their sizes, and exit")
-    add("--steps", type=steps_list, default=steps.STEPS,
-        help="comma-separated steps: forward (inference), train (forward, backward, Adam update). Default: both")
-    add("--modes", type=modes_list, default=steps.MODES,
-        help="comma-separated modes: eager, function (tf.function), xla (tf.function(jit_compile=True)). "
-        "Default: all")
-    add("--peers", type=peers_list, default=measure.PEER_NAMES,
+    add(
+        "--steps",
+        type=steps_list,
+        default=steps.STEPS,
+        help="comma-separated steps: forward (inference), train (forward, backward, Adam update). Default: both",
+    )
+    add(
+        "--modes",
+        type=modes_list,
+        default=steps.MODES,
+        help="comma-separated modes: eager, function (tf.function), xla (tf.function(jit_compile=True)). Default: all",
+    )
+    add(
+        "--peers",
+        type=peers_list,
+        default=measure.PEER_NAMES,
         help="comma-separated peer libraries timed against ours where a workload has them (sonnet, keras), "
-        "or none. Default: both")
-    add("--peer-modes", type=modes_list, default=("function",),
-        help="comma-separated modes in which the peers run (each costs a trace or compile per peer). "
-        "Default: function")
-    add("--dtype", choices=DTYPES, default="float32",
-        help="dtype of inputs and parameters, end to end. Default: float32")
-    add("--replicas", type=_positive(int), default=1,
+        "or none. Default: both",
+    )
+    add(
+        "--peer-modes",
+        type=modes_list,
+        default=("function",),
+        help="comma-separated modes in which the peers run (each costs a trace or compile per peer). Default: function",
+    )
+    add(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="dtype of inputs and parameters, end to end. Default: float32",
+    )
+    add(
+        "--replicas",
+        type=_positive(int),
+        default=1,
         help="run the train step under MirroredStrategy over N devices: N GPUs if there are that many, "
-        "else N logical devices split from the CPU (set up before TensorFlow starts). Default: 1")
-    add("--time-cap", type=_positive(float), default=None,
+        "else N logical devices split from the CPU (set up before TensorFlow starts). Default: 1",
+    )
+    add(
+        "--time-cap",
+        type=_positive(float),
+        default=None,
         help="seconds of timing per workload, after which it stops at --min-repeats "
-        "(tracing and compiling come on top). Default by preset: smoke 10, quick 35, paper 300")
-    add("--max-repeats", type=_positive(int), default=None,
-        help="timed rounds per step at most. Default by preset: 3, 30, 20")
-    add("--min-repeats", type=_positive(int), default=None,
-        help="timed rounds per step at least, even past the cap. Default by preset: 2, 5, 3")
+        "(tracing and compiling come on top). Default by preset: smoke 10, quick 35, paper 300",
+    )
+    add(
+        "--max-repeats",
+        type=_positive(int),
+        default=None,
+        help="timed rounds per step at most. Default by preset: 3, 30, 20",
+    )
+    add(
+        "--min-repeats",
+        type=_positive(int),
+        default=None,
+        help="timed rounds per step at least, even past the cap. Default by preset: 2, 5, 3",
+    )
     add("--warmup", type=int, default=None, help="untimed calls after the first call. Default by preset: 1, 2, 1")
-    add("--repeat-seconds", type=float, default=None,
-        help="target seconds of one entry's back-to-back calls within a round. Default by preset: 0, 0.05, 0.2")
+    add(
+        "--repeat-seconds",
+        type=float,
+        default=None,
+        help="target seconds of one entry's back-to-back calls within a round. Default by preset: 0, 0.05, 0.2",
+    )
     add("--seed", type=int, default=0, help="seed of the input data. Default: 0")
     add("--out-dir", default=DEFAULT_OUT_DIR, help=f"where the JSON and PNG go. Default: {DEFAULT_OUT_DIR}")
-    add("--compare", metavar="OLD.json", default=None,
-        help="also print the change per row from an earlier run's JSON")
+    add("--compare", metavar="OLD.json", default=None, help="also print the change per row from an earlier run's JSON")
     return p
 
 

@@ -8,7 +8,7 @@ the median of the per-repeat ratios with a bootstrap confidence interval.
 
 import dataclasses
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -16,7 +16,8 @@ average the replicas' writes) cannot be compiled this way: TensorFlow does not a
 that cross-replica write inside a nested function, and the row reports the error.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf

@@ -11,7 +11,7 @@ import dataclasses
 import gc
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -42,7 +42,7 @@ def describe_error(e: BaseException) -> str:
 
 
 def _memory_device(device: str) -> str:
-    """"/job:localhost/.../device:CPU:0" -> "CPU:0", the form the memory API takes."""
+    """ "/job:localhost/.../device:CPU:0" -> "CPU:0", the form the memory API takes."""
     return ":".join(device.split(":")[-2:])
 
 

@@ -4,30 +4,27 @@ Everything public is listed in `__all__`; other names in the package are interna
 """
 
 # --- base, helpers ---------------------------------------------------------------
-from core import distribute
-from core import initializers
-from core import utils
-from core.module import Module, no_name_scope, once
-
-# --- linear ------------------------------------------------------------------------
-from core.linear import Linear
-
 # --- conv, conv_transpose, embed, dropout, sequential, batch_apply, nets ------------
-from core import nets
+# --- optimizers --------------------------------------------------------------------
+from core import distribute, initializers, nets, optimizers, utils
+
+# --- layer_norm, attention, spectral_norm --------------------------------------------
+from core.attention import MultiHeadAttention
 from core.batch_apply import BatchApply, Flatten, Reshape
+
+# --- batch_norm, moving_averages -----------------------------------------------------
+from core.batch_norm import BatchNorm, CrossReplicaBatchNorm
 from core.conv import Conv1D, Conv2D, Conv3D
 from core.conv_transpose import Conv1DTranspose, Conv2DTranspose, Conv3DTranspose
 from core.dropout import Dropout
 from core.embed import Embed
-from core.sequential import Sequential
-
-# --- batch_norm, moving_averages -----------------------------------------------------
-from core.batch_norm import BatchNorm, CrossReplicaBatchNorm
-from core.moving_averages import ExponentialMovingAverage
-# --- layer_norm, attention, spectral_norm --------------------------------------------
-from core.attention import MultiHeadAttention
 from core.layer_norm import GroupNorm, LayerNorm
-from core.spectral_norm import SpectralNorm
+
+# --- linear ------------------------------------------------------------------------
+from core.linear import Linear
+from core.module import Module, no_name_scope, once
+from core.moving_averages import ExponentialMovingAverage
+
 # --- recurrent ---------------------------------------------------------------------
 from core.recurrent import (
     GRU,
@@ -36,14 +33,14 @@ from core.recurrent import (
     DeepRNN,
     LSTMState,
     RNNCore,
+    checkpointed_unroll,
     deep_rnn_with_residual_connections,
     deep_rnn_with_skip_connections,
     dynamic_unroll,
     static_unroll,
-    checkpointed_unroll,
 )
-# --- optimizers --------------------------------------------------------------------
-from core import optimizers
+from core.sequential import Sequential
+from core.spectral_norm import SpectralNorm
 
 __all__ = [
     # base, helpers

@@ -5,7 +5,8 @@ for a module that knows nothing of time, and its output is unfolded again.
 """
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import tensorflow as tf
 

@@ -215,7 +215,8 @@ class BatchNorm(Module):
             )
         if offset is not None and self.create_offset:
             raise ValueError(
-                f"{utils.describe(self)}: offset passed at call time, but the module learns its own (create_offset=True)"
+                f"{utils.describe(self)}: offset passed at call time, "
+                "but the module learns its own (create_offset=True)"
             )
         if not isinstance(inputs, tf.Tensor):
             inputs = tf.convert_to_tensor(inputs)

@@ -1,7 +1,7 @@
 """Convolutions over one, two or three spatial axes: Conv1D, Conv2D, Conv3D."""
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf

@@ -4,7 +4,7 @@ Each is the gradient of the matching convolution with respect to its input: it m
 convolution's output size back to its input size, upsampling by `stride`.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -210,8 +210,17 @@ class Conv1DTranspose(_ConvNDTranspose):
         name: str | None = None,
     ):
         super().__init__(
-            output_channels, kernel_shape, output_shape, stride, rate, padding, with_bias, w_init, b_init,
-            data_format, name,
+            output_channels,
+            kernel_shape,
+            output_shape,
+            stride,
+            rate,
+            padding,
+            with_bias,
+            w_init,
+            b_init,
+            data_format,
+            name,
         )
 
 
@@ -236,8 +245,17 @@ class Conv2DTranspose(_ConvNDTranspose):
         name: str | None = None,
     ):
         super().__init__(
-            output_channels, kernel_shape, output_shape, stride, rate, padding, with_bias, w_init, b_init,
-            data_format, name,
+            output_channels,
+            kernel_shape,
+            output_shape,
+            stride,
+            rate,
+            padding,
+            with_bias,
+            w_init,
+            b_init,
+            data_format,
+            name,
         )
 
 
@@ -262,6 +280,15 @@ class Conv3DTranspose(_ConvNDTranspose):
         name: str | None = None,
     ):
         super().__init__(
-            output_channels, kernel_shape, output_shape, stride, rate, padding, with_bias, w_init, b_init,
-            data_format, name,
+            output_channels,
+            kernel_shape,
+            output_shape,
+            stride,
+            rate,
+            padding,
+            with_bias,
+            w_init,
+            b_init,
+            data_format,
+            name,
         )

@@ -12,17 +12,22 @@ them inside `strategy.run`. Two things are the step's business, not the modules'
 2. State that modules update as they run. Each kind is kept in sync by how its
    variable is made (see `state_variable`):
 
-   | state                                         | aggregation        | why                                              |
-   |-----------------------------------------------|--------------------|--------------------------------------------------|
-   | BatchNorm moving mean/variance, moving averages | "mean"           | each replica sees different data; the write is averaged over replicas |
-   | CrossReplicaBatchNorm moving statistics       | "mean"             | (the values already agree; averaging keeps them exact) |
-   | update counters (integers)                    | "first"            | every replica counts the same steps               |
-   | SpectralNorm power-iteration vector           | "first"            | computed from the (synchronised) weight; the first replica's value is written everywhere |
-   | optimizer slots and step counter              | "none"             | computed from all-reduced gradients, so identical by construction |
-   | Dropout random state                          | "none"             | every call advances each copy by one fixed step, whatever the replica's batch size; the replica id picks the counter block of the draw, so masks still differ |
+   - BatchNorm moving mean/variance, moving averages: "mean". Each replica sees
+     different data; the write is averaged over replicas.
+   - CrossReplicaBatchNorm moving statistics: "mean". The values already agree;
+     averaging keeps them exact.
+   - Update counters (integers): "first". Every replica counts the same steps.
+   - SpectralNorm power-iteration vector: "first". Computed from the (synchronised)
+     weight; the first replica's value is written everywhere.
+   - Optimizer slots and step counter: "none". Computed from all-reduced gradients,
+     so identical by construction.
+   - Dropout random state: "none". Every call advances each copy by one fixed step,
+     whatever the replica's batch size; the replica id picks the counter block of the
+     draw, so masks still differ.
 """
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -74,9 +79,7 @@ def num_replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
-def all_reduce_gradients(
-    gradients: Sequence[Any], reduce_op: str = "mean"
-) -> list[Any]:
+def all_reduce_gradients(gradients: Sequence[Any], reduce_op: str = "mean") -> list[Any]:
     """All-reduces gradients across the replicas of the current strategy, keeping Nones.
 
     Call it inside `strategy.run`, between `tape.gradient` and the optimizer. A None

@@ -2,7 +2,7 @@
 
 import functools
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -89,13 +89,9 @@ class Dropout(Module):
             raise TypeError(f"{utils.describe(self)}: rate must be a float or a scalar tensor, got {rate!r}")
         if noise_shape is not None:
             noise_shape = tuple(noise_shape)
-            if not all(
-                d is None or (utils.is_int(d) and d >= 1)
-                for d in noise_shape
-            ):
+            if not all(d is None or (utils.is_int(d) and d >= 1) for d in noise_shape):
                 raise ValueError(
-                    f"{utils.describe(self)}: noise_shape entries must be positive ints or None, "
-                    f"got {noise_shape!r}"
+                    f"{utils.describe(self)}: noise_shape entries must be positive ints or None, got {noise_shape!r}"
                 )
             noise_shape = tuple(None if d is None else int(d) for d in noise_shape)
         if seed is not None and not utils.is_int(seed):

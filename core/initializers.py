@@ -6,7 +6,7 @@ with `core.utils.set_seed` (which fixes the global seed) the values are reproduc
 
 import abc
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -129,9 +129,7 @@ class TruncatedNormal(Initializer):
 
     def __call__(self, shape: ShapeLike, dtype: tf.DType) -> tf.Tensor:
         dtype = _floating(dtype, "TruncatedNormal")
-        return tf.random.truncated_normal(
-            _as_shape(shape), self.mean, self.stddev, dtype, seed=self.seed
-        )
+        return tf.random.truncated_normal(_as_shape(shape), self.mean, self.stddev, dtype, seed=self.seed)
 
 
 class Identity(Initializer):
@@ -199,10 +197,7 @@ class VarianceScaling(Initializer):
         if mode not in self._MODES:
             raise ValueError(f"VarianceScaling mode must be one of {self._MODES}, got {mode!r}")
         if distribution not in self._DISTRIBUTIONS:
-            raise ValueError(
-                f"VarianceScaling distribution must be one of {self._DISTRIBUTIONS}, "
-                f"got {distribution!r}"
-            )
+            raise ValueError(f"VarianceScaling distribution must be one of {self._DISTRIBUTIONS}, got {distribution!r}")
         self.scale = scale
         self.mode = mode
         self.distribution = distribution

@@ -6,7 +6,7 @@ mean is large against the spread (see its docstring).
 
 import collections.abc
 import numbers
-from typing import Iterable
+from collections.abc import Iterable
 
 import tensorflow as tf
 
@@ -158,9 +158,7 @@ class LayerNorm(Module):
         # The channel count is part of the contract only when parameters depend on it.
         self._channels = shape[self._channel_index] if (self.create_scale or self.create_offset) else None
 
-    def __call__(
-        self, inputs: tf.Tensor, scale: tf.Tensor | None = None, offset: tf.Tensor | None = None
-    ) -> tf.Tensor:
+    def __call__(self, inputs: tf.Tensor, scale: tf.Tensor | None = None, offset: tf.Tensor | None = None) -> tf.Tensor:
         """Normalises `inputs`.
 
         Args:
@@ -272,9 +270,7 @@ class GroupNorm(Module):
         self._dtype = tf.as_dtype(inputs.dtype)
         self.scale, self.offset = _make_params(self, inputs, self.scale_init, self.offset_init)
 
-    def __call__(
-        self, inputs: tf.Tensor, scale: tf.Tensor | None = None, offset: tf.Tensor | None = None
-    ) -> tf.Tensor:
+    def __call__(self, inputs: tf.Tensor, scale: tf.Tensor | None = None, offset: tf.Tensor | None = None) -> tf.Tensor:
         """Normalises `inputs` by groups of channels.
 
         Args:

@@ -1,6 +1,5 @@
 """Linear: an affine map of the last axis."""
 
-
 import tensorflow as tf
 
 from core import initializers, utils
@@ -46,7 +45,9 @@ class Linear(Module):
         utils.check_floating(self, inputs)
         input_size = inputs.shape[-1]
         if input_size is None:
-            raise ValueError(f"{utils.describe(self)}: the input size (last axis) must be known, got shape {inputs.shape}")
+            raise ValueError(
+                f"{utils.describe(self)}: the input size (last axis) must be known, got shape {inputs.shape}"
+            )
         self.input_size = input_size
         dtype = tf.as_dtype(inputs.dtype)
         w_init = self.w_init or initializers.default_w_init(input_size)

@@ -9,7 +9,8 @@ in `__init__` nest under their parent.
 import functools
 import inspect
 import sys
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import tensorflow as tf
 
@@ -150,8 +151,7 @@ class _ModuleType(type):
                 scope.__exit__(*sys.exc_info())
         if "_name_scope" not in module.__dict__:
             raise TypeError(
-                f"{cls.__name__}.__init__ did not call the base constructor; "
-                "start it with super().__init__(name=name)"
+                f"{cls.__name__}.__init__ did not call the base constructor; start it with super().__init__(name=name)"
             )
         module.__dict__[_REPR] = _constructor_repr(cls, args, kwargs)
         return module
@@ -219,7 +219,7 @@ def _same(a: Any, b: Any) -> bool:
         return a is b
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _signature(cls: type) -> inspect.Signature:
     return inspect.signature(cls.__init__)
 

@@ -13,7 +13,8 @@ times more slowly.
 
 import abc
 import collections
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -859,9 +860,7 @@ def _lengths(who: str, sequence_length: Any, flat_inputs: list[tf.Tensor]) -> tf
         raise TypeError(f"{who}: sequence_length must be integers, got dtype {lengths.dtype.name}")
     batch = flat_inputs[0].shape[1]
     if lengths.shape.rank != 1 or (batch is not None and lengths.shape[0] not in (None, batch)):
-        raise ValueError(
-            f"{who}: sequence_length must have shape [batch] = [{batch}], got shape {lengths.shape}"
-        )
+        raise ValueError(f"{who}: sequence_length must have shape [batch] = [{batch}], got shape {lengths.shape}")
     return tf.cast(lengths, tf.int32)
 
 
@@ -1069,11 +1068,13 @@ def checkpointed_unroll(
         @tf.recompute_grad
         def run_chunk(*flat):
             inputs = tf.nest.pack_sequence_as(input_sequence, list(flat[:num_inputs]))
-            outputs, final = dynamic_unroll(core, inputs, tf.nest.pack_sequence_as(structure, list(flat[num_inputs:])))
+            # Called in the iteration that defines it, so the loop variable is the right one.
+            initial = tf.nest.pack_sequence_as(structure, list(flat[num_inputs:]))  # noqa: B023
+            outputs, final = dynamic_unroll(core, inputs, initial)
             seen["outputs"] = outputs  # the outputs' nesting, to rebuild it below
             return [*tf.nest.flatten(outputs), *tf.nest.flatten(final)]
 
-        chunk_inputs = [x[start:start + chunk_size] for x in flat_inputs]
+        chunk_inputs = [x[start : start + chunk_size] for x in flat_inputs]
         flat = run_chunk(*chunk_inputs, *tf.nest.flatten(state))
         num_outputs = len(flat) - len(tf.nest.flatten(state))
         chunks.append(flat[:num_outputs])

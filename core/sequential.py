@@ -1,6 +1,7 @@
 """Sequential: a chain of callables, each fed the previous one's output."""
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from core import utils
 from core.module import Module

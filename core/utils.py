@@ -8,7 +8,8 @@ import collections
 import numbers
 import random
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -102,16 +103,12 @@ def check_rank(module: tf.Module, value: Any, rank: int, what: str = "inputs", l
         raise ValueError(f"{describe(module)}: expected {what} of rank {rank}{hint}, got shape {shape}")
 
 
-def check_min_rank(
-    module: tf.Module, value: Any, min_rank: int, what: str = "inputs", layout: str = ""
-) -> None:
+def check_min_rank(module: tf.Module, value: Any, min_rank: int, what: str = "inputs", layout: str = "") -> None:
     """Raises ValueError unless `value` has at least `min_rank` dimensions."""
     shape = _shape_of(value)
     if shape.rank is None or shape.rank < min_rank:
         hint = f" {layout}" if layout else ""
-        raise ValueError(
-            f"{describe(module)}: expected {what} of rank at least {min_rank}{hint}, got shape {shape}"
-        )
+        raise ValueError(f"{describe(module)}: expected {what} of rank at least {min_rank}{hint}, got shape {shape}")
 
 
 def check_size(
@@ -127,8 +124,7 @@ def check_size(
     size = shape[axis] if shape.rank is not None and -shape.rank <= axis < shape.rank else None
     if size is not None and size != expected:
         raise ValueError(
-            f"{describe(module)}: expected {what} with {meaning} {expected} on axis {axis}, "
-            f"got shape {shape}"
+            f"{describe(module)}: expected {what} with {meaning} {expected} on axis {axis}, got shape {shape}"
         )
 
 
@@ -264,4 +260,3 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed % 2**32)
     tf.random.set_seed(seed)
     tf.random.set_global_generator(tf.random.Generator.from_seed(seed))
-

@@ -51,8 +51,7 @@ def _package_files(root: str, package: str, ignored: set[str]) -> list[str]:
         rel = os.path.relpath(folder, root).replace(os.sep, "/")
         rel = "" if rel == "." else rel
         dirs[:] = [
-            d for d in dirs
-            if f"{rel}/{d}".lstrip("/") not in ignored and not _is_package(root, os.path.join(rel, d))
+            d for d in dirs if f"{rel}/{d}".lstrip("/") not in ignored and not _is_package(root, os.path.join(rel, d))
         ]
         inside = os.path.relpath(folder, os.path.join(root, package)).replace(os.sep, "/")
         files += [n if inside == "." else f"{inside}/{n}" for n in names]
@@ -67,7 +66,8 @@ def _targets(root: str, package: str, ignored: set[str]) -> list[tuple[str, str]
         if not files:
             files.extend(_package_files(root, package, ignored))
         return sorted(
-            f for f in files
+            f
+            for f in files
             if any(_match(f.split("/"), p.split("/")) for p in include)
             and not any(_match(f.split("/"), p.split("/")) for p in exclude)
         )
@@ -84,6 +84,7 @@ def _targets(root: str, package: str, ignored: set[str]) -> list[tuple[str, str]
     def rule(kind):
         def record(name, srcs=(), **_):
             sources.extend((kind, path(s)) for s in srcs)
+
         return record
 
     names = {
@@ -134,7 +135,8 @@ def uncovered(root: str, checked=CHECKED) -> tuple[list[str], list[str]]:
     tests = {path for kind, path in sources if kind == "py_test"}
     missing = sorted(f for f in python_files if f not in in_targets)
     not_tests = sorted(
-        f for f in python_files
+        f
+        for f in python_files
         if f.startswith("tests/")
         and any(fnmatch.fnmatchcase(os.path.basename(f), p) for p in TEST_FILES)
         and f not in tests
@@ -166,32 +168,38 @@ def _write(root, files: dict[str, str]) -> None:
 
 
 def test_the_check_finds_files_no_glob_reaches(tmp_path):
-    _write(tmp_path, {
-        "lib/BUILD": 'py_library(name = "lib", srcs = glob(["*.py"]))\n',
-        "lib/a.py": "",
-        "lib/deeper/b.py": "",  # `*` does not reach into subfolders
-        "lib/sub/BUILD": 'py_library(name = "sub", srcs = glob(["**/*.py"], exclude = ["x*"]))\n',
-        "lib/sub/c/d.py": "",
-        "lib/sub/x.py": "",
-        "tests/BUILD": 'py_library(name = "helpers", srcs = ["test_e.py"])\n',
-        "tests/test_e.py": "",  # in a target, but not as a test
-        "orphan/f.py": "",  # no BUILD above it
-    })
+    _write(
+        tmp_path,
+        {
+            "lib/BUILD": 'py_library(name = "lib", srcs = glob(["*.py"]))\n',
+            "lib/a.py": "",
+            "lib/deeper/b.py": "",  # `*` does not reach into subfolders
+            "lib/sub/BUILD": 'py_library(name = "sub", srcs = glob(["**/*.py"], exclude = ["x*"]))\n',
+            "lib/sub/c/d.py": "",
+            "lib/sub/x.py": "",
+            "tests/BUILD": 'py_library(name = "helpers", srcs = ["test_e.py"])\n',
+            "tests/test_e.py": "",  # in a target, but not as a test
+            "orphan/f.py": "",  # no BUILD above it
+        },
+    )
     missing, not_tests = uncovered(str(tmp_path), checked=("lib", "orphan", "tests"))
     assert missing == ["lib/deeper/b.py", "lib/sub/x.py", "orphan/f.py"]
     assert not_tests == ["tests/test_e.py"]
 
 
 def test_the_check_runs_the_project_macro(tmp_path):
-    _write(tmp_path, {
-        "tools/BUILD": "",
-        "tools/pytest.bzl": open(os.path.join(ROOT, "tools", "pytest.bzl")).read(),
-        "tests/BUILD": 'load("//tools:pytest.bzl", "pytest_tests")\npytest_tests("a")\n',
-        "tests/a/__init__.py": "",
-        "tests/a/test_x.py": "",
-        "tests/a/y_test.py": "",
-        "tests/b/test_z.py": "",  # a folder without its pytest_tests line
-    })
+    _write(
+        tmp_path,
+        {
+            "tools/BUILD": "",
+            "tools/pytest.bzl": open(os.path.join(ROOT, "tools", "pytest.bzl")).read(),
+            "tests/BUILD": 'load("//tools:pytest.bzl", "pytest_tests")\npytest_tests("a")\n',
+            "tests/a/__init__.py": "",
+            "tests/a/test_x.py": "",
+            "tests/a/y_test.py": "",
+            "tests/b/test_z.py": "",  # a folder without its pytest_tests line
+        },
+    )
     missing, not_tests = uncovered(str(tmp_path), checked=("tests",))
     assert missing == ["tests/b/test_z.py"]
     assert not_tests == ["tests/b/test_z.py"]

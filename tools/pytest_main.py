@@ -17,8 +17,7 @@ def _drop_editable_install() -> None:
     Bazel dependency fails here instead of passing by accident.
     """
     sys.meta_path[:] = [
-        finder for finder in sys.meta_path
-        if not getattr(finder, "__module__", "").startswith("__editable__")
+        finder for finder in sys.meta_path if not getattr(finder, "__module__", "").startswith("__editable__")
     ]
 
 

@@ -38,11 +38,12 @@ Each workload gets a forward step (inference) and a train step (forward, backwar
 optimizer update) from the `Case`; the harness times both in eager, `tf.function`
 and XLA modes. `cases.core_case` trains with Adam on the mean square of the outputs,
 as every workload does, so that the figures compare across workloads and with the
-peers; a model's own training setup (optimizer, loss) is its `train.py`'s business. The `smoke` sizes must run in well under a second per step: the test
-suite runs every workload at `smoke` in every mode and checks that the modes agree
+peers; a model's own training setup (optimizer, loss) is its `train.py`'s business.
+The `smoke` sizes must run in well under a second per step: the test suite runs
+every workload at `smoke` in every mode and checks that the modes agree
 and that bfloat16 runs in bfloat16 throughout.
 """
 
 # The core's workloads, in the order the tables list them; `registry.load()` imports the
 # other modules here (one per model) after them, in name order.
-from benchmarks.workloads import core_mlp, core_lstm, core_conv, core_conv_lstm, core_attention  # noqa: E402,F401
+from benchmarks.workloads import core_attention, core_conv, core_conv_lstm, core_lstm, core_mlp  # noqa: E402,F401

@@ -40,9 +40,7 @@ def build_keras(dtype: tf.DType, batch: int, steps: int, inputs: int, hidden: in
     # Keras's recurrent layers are batch-major; the data is the same sequence, transposed.
     # Glorot, not Keras's default orthogonal recurrent initializer: that one needs a QR
     # decomposition, which has no bfloat16 kernel. The values do not change the timing.
-    lstm = keras.layers.LSTM(
-        hidden, return_sequences=True, recurrent_initializer="glorot_uniform", dtype=dtype.name
-    )
+    lstm = keras.layers.LSTM(hidden, return_sequences=True, recurrent_initializer="glorot_uniform", dtype=dtype.name)
     return cases.keras_case(
         lstm,
         batch,

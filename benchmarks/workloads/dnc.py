@@ -14,11 +14,15 @@ from benchmarks import cases, registry
 from models.dnc import dnc
 
 
-def build(dtype: tf.DType, batch: int, steps: int, inputs: int, outputs: int, hidden: int,
-          memory: int, word: int, reads: int) -> registry.Case:
+def build(
+    dtype: tf.DType, batch: int, steps: int, inputs: int, outputs: int, hidden: int, memory: int, word: int, reads: int
+) -> registry.Case:
     model = dnc.DNC(
         dict(memory_size=memory, word_size=word, num_reads=reads, num_writes=1),
-        dict(hidden_size=hidden), outputs, clip_value=20, dtype=dtype,
+        dict(hidden_size=hidden),
+        outputs,
+        clip_value=20,
+        dtype=dtype,
     )
 
     def forward(x: tf.Tensor) -> tf.Tensor:
@@ -34,8 +38,9 @@ def build(dtype: tf.DType, batch: int, steps: int, inputs: int, outputs: int, hi
     )
 
 
-def flops(batch: int, steps: int, inputs: int, outputs: int, hidden: int, memory: int, word: int,
-          reads: int) -> registry.Flops:
+def flops(
+    batch: int, steps: int, inputs: int, outputs: int, hidden: int, memory: int, word: int, reads: int
+) -> registry.Flops:
     """Per step: the controller, interface and output products, and the memory's
     N x W and N x N work (content lookup, erase/write, link update, link reads, reading)."""
     interface = reads * word + 3 * word + 5 * reads + 3

@@ -1,7 +1,7 @@
 """MLP: a stack of Linear layers with an activation between them."""
 
 import numbers
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import tensorflow as tf
 

@@ -83,9 +83,7 @@ class Adam(base.Optimizer):
     def _dense(self, update: tf.Tensor, parameter: tf.Variable, slots: tuple, c: tuple) -> None:
         m, v = slots
         dtype = c[0].dtype  # float32 for half-precision parameters
-        step, new_m, new_v = adam_step(
-            base.cast(update, dtype), base.cast(m, dtype), base.cast(v, dtype), *c
-        )
+        step, new_m, new_v = adam_step(base.cast(update, dtype), base.cast(m, dtype), base.cast(v, dtype), *c)
         parameter.assign_sub(base.cast(step, parameter.dtype), read_value=False)
         m.assign(base.cast(new_m, m.dtype), read_value=False)
         v.assign(base.cast(new_v, v.dtype), read_value=False)

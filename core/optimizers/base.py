@@ -39,7 +39,8 @@ import contextlib
 import copy
 import math
 import numbers
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -161,9 +162,7 @@ class Optimizer(Module):
     _hyperparameter_names: tuple[str, ...] = ("learning_rate",)
     _always_counts: bool = False
 
-    _TF_MODULE_IGNORED_PROPERTIES = Module._TF_MODULE_IGNORED_PROPERTIES | frozenset(
-        (_BUILT_FOR, _SLOTS_BY_PARAMETER)
-    )
+    _TF_MODULE_IGNORED_PROPERTIES = Module._TF_MODULE_IGNORED_PROPERTIES | frozenset((_BUILT_FOR, _SLOTS_BY_PARAMETER))
 
     def __init__(self, name: str | None = None):
         super().__init__(name=name)
@@ -402,6 +401,4 @@ def _zeros_like(name: str, parameter: tf.Variable) -> tf.Variable:
     """A zero slot shaped like `parameter`, next to it (under a strategy, where it says)."""
     place = contextlib.nullcontext() if tf.distribute.has_strategy() else tf.device(parameter.device)
     with place:
-        return distribute.state_variable(
-            tf.zeros(parameter.shape, parameter.dtype), name=name, aggregation="none"
-        )
+        return distribute.state_variable(tf.zeros(parameter.shape, parameter.dtype), name=name, aggregation="none")

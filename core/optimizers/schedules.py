@@ -14,7 +14,7 @@ works as a schedule too.
 import abc
 import math
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 

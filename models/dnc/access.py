@@ -23,7 +23,7 @@ Control" (ICLR 2019), all off by default:
 """
 
 import collections
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -32,9 +32,7 @@ import core
 from models.dnc import addressing
 
 TemporalLinkageState = collections.namedtuple("TemporalLinkageState", ["link", "precedence_weights"])
-AccessState = collections.namedtuple(
-    "AccessState", ["memory", "read_weights", "write_weights", "linkage", "usage"]
-)
+AccessState = collections.namedtuple("AccessState", ["memory", "read_weights", "write_weights", "linkage", "usage"])
 
 STRENGTH_OPS = {"softplus": tf.nn.softplus, "oneplus": addressing.oneplus}
 
@@ -83,8 +81,12 @@ class MemoryAccess(core.RNNCore):
         name: str = "memory_access",
     ):
         super().__init__(name=name)
-        for what, value in [("memory_size", memory_size), ("word_size", word_size),
-                            ("num_reads", num_reads), ("num_writes", num_writes)]:
+        for what, value in [
+            ("memory_size", memory_size),
+            ("word_size", word_size),
+            ("num_reads", num_reads),
+            ("num_writes", num_writes),
+        ]:
             if not core.utils.is_int(value) or value < 1:
                 raise ValueError(f"{core.utils.describe(self)}: {what} must be a positive int, got {value!r}")
         if isinstance(strength_op, str):
@@ -128,8 +130,10 @@ class MemoryAccess(core.RNNCore):
         if self.masking:
             fields += [("read_masks", (r, w), tf.sigmoid), ("write_masks", (wh, w), tf.sigmoid)]
         if self.link_sharpening:
-            fields += [("forward_sharpness", (r, wh), addressing.oneplus),
-                       ("backward_sharpness", (r, wh), addressing.oneplus)]
+            fields += [
+                ("forward_sharpness", (r, wh), addressing.oneplus),
+                ("backward_sharpness", (r, wh), addressing.oneplus),
+            ]
         return fields
 
     @property
@@ -184,7 +188,9 @@ class MemoryAccess(core.RNNCore):
             core.utils.check_dtype(self, controller_output, self.dtype, what="controller outputs")
             core.utils.check_rank(self, controller_output, 2, what="controller outputs", layout="[batch, features]")
         f = self.interface_fields(controller_output)
-        usage = addressing.updated_usage(prev_state.usage, prev_state.write_weights, f["free_gate"], prev_state.read_weights)
+        usage = addressing.updated_usage(
+            prev_state.usage, prev_state.write_weights, f["free_gate"], prev_state.read_weights
+        )
         write_weights = self._write_weights(f, prev_state.memory, usage)
         memory = self._erase_and_write(f, prev_state, write_weights)
         link, precedence = addressing.updated_linkage(
@@ -208,9 +214,7 @@ class MemoryAccess(core.RNNCore):
         )
         allocation_gate = f["allocation_gate"][..., None]
         write_gate = f["write_gate"][..., None]
-        allocation = addressing.write_allocation_weights(
-            usage, f["allocation_gate"] * f["write_gate"], self.num_writes
-        )
+        allocation = addressing.write_allocation_weights(usage, f["allocation_gate"] * f["write_gate"], self.num_writes)
         return write_gate * (allocation_gate * allocation + (1.0 - allocation_gate) * content)
 
     def _erase_and_write(self, f: dict, prev_state: AccessState, write_weights: tf.Tensor) -> tf.Tensor:
@@ -234,7 +238,7 @@ class MemoryAccess(core.RNNCore):
             backward = addressing.sharpen(backward, f["backward_sharpness"])
         wh = self.num_writes
         mode = f["read_mode"]
-        backward_mode, forward_mode, content_mode = mode[..., :wh], mode[..., wh:2 * wh], mode[..., 2 * wh]
+        backward_mode, forward_mode, content_mode = mode[..., :wh], mode[..., wh : 2 * wh], mode[..., 2 * wh]
         return (
             content_mode[..., None] * content
             + tf.einsum("brh,brhn->brn", forward_mode, forward)

@@ -6,7 +6,7 @@ batch-major and works in float32 or float64 for any batch size. Shapes use B (ba
 N (memory slots), W (word size), H (keys), R (read heads) and Wh (write heads).
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 

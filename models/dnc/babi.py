@@ -21,7 +21,7 @@ import dataclasses
 import glob
 import os
 import re
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -74,7 +74,9 @@ def parse(lines: Iterable[str], task: int, source: str = "<lines>") -> list[Stor
         if "\t" in rest:
             parts = rest.split("\t")
             if len(parts) < 2 or not parts[1].strip():
-                raise ValueError(f"{source}:{number}: a question line needs 'question<TAB>answer<TAB>facts', got {line!r}")
+                raise ValueError(
+                    f"{source}:{number}: a question line needs 'question<TAB>answer<TAB>facts', got {line!r}"
+                )
             asked, answer = tokenize(parts[0]), parts[1]
             index = max(question, default=-1) + 1
             words = [w.strip().lower() for w in answer.split(",") if w.strip()]
@@ -260,7 +262,7 @@ class BabiTask:
         del seed  # the test set is fixed
         counts: dict[int, list[int]] = {}
         for start in range(0, len(self.test_stories), self.eval_batch_size):
-            batch = encode(self.test_stories[start:start + self.eval_batch_size], self.vocab)
+            batch = encode(self.test_stories[start : start + self.eval_batch_size], self.vocab)
             predictions = tf.argmax(logits_fn(batch.observations), -1, output_type=tf.int32).numpy()
             for task, (wrong, total) in question_errors(predictions, batch).items():
                 c = counts.setdefault(task, [0, 0])

@@ -10,7 +10,8 @@ Nature 538 (2016). One step:
 """
 
 import collections
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import tensorflow as tf
 
@@ -66,7 +67,9 @@ class DNC(core.RNNCore):
             raise ValueError(f"{core.utils.describe(self)}: clip_value must be positive or None, got {clip_value!r}")
         controller_config = dict(controller_config)
         if "hidden_size" not in controller_config:
-            raise ValueError(f"{core.utils.describe(self)}: controller_config needs hidden_size, got {controller_config}")
+            raise ValueError(
+                f"{core.utils.describe(self)}: controller_config needs hidden_size, got {controller_config}"
+            )
         self.dtype = tf.as_dtype(dtype)
         self.output_size = output_size
         self.clip_value = clip_value
@@ -87,7 +90,9 @@ class DNC(core.RNNCore):
             controller_state=self.controller.initial_state(batch_size),
         )
 
-    def __call__(self, inputs: tf.Tensor | tuple[tf.Tensor, tf.Tensor], prev_state: DNCState) -> tuple[tf.Tensor, DNCState]:
+    def __call__(
+        self, inputs: tf.Tensor | tuple[tf.Tensor, tf.Tensor], prev_state: DNCState
+    ) -> tuple[tf.Tensor, DNCState]:
         """One step; returns (y_t [B, output_size], next state).
 
         Raises:
@@ -126,10 +131,14 @@ class DNC(core.RNNCore):
 
     def _step(self, x: tf.Tensor, prev_state: DNCState) -> tuple[tf.Tensor, DNCState, dict[str, tf.Tensor]]:
         prev_reads = tf.reshape(prev_state.access_output, [-1, self._read_size])
-        controller_output, controller_state = self.controller(tf.concat([x, prev_reads], axis=1), prev_state.controller_state)
+        controller_output, controller_state = self.controller(
+            tf.concat([x, prev_reads], axis=1), prev_state.controller_state
+        )
         controller_output = self._clip(controller_output)
         controller_state = tf.nest.map_structure(self._clip, controller_state)
-        access_output, access_state, interface = self.access.step_with_interface(controller_output, prev_state.access_state)
+        access_output, access_state, interface = self.access.step_with_interface(
+            controller_output, prev_state.access_state
+        )
         reads = tf.reshape(access_output, [-1, self._read_size])
         output = self._clip(self.output_linear(tf.concat([controller_output, reads], axis=1)))
         return output, DNCState(access_output, access_state, controller_state), interface
@@ -147,11 +156,14 @@ class DNC(core.RNNCore):
 
     def _check_reset(self, x: tf.Tensor, reset: tf.Tensor) -> None:
         if tf.as_dtype(reset.dtype) != tf.bool:
-            raise TypeError(f"{core.utils.describe(self)}: reset must be boolean [batch], got dtype {tf.as_dtype(reset.dtype).name}")
+            raise TypeError(
+                f"{core.utils.describe(self)}: reset must be boolean [batch], got dtype {tf.as_dtype(reset.dtype).name}"
+            )
         core.utils.check_rank(self, reset, 1, what="reset", layout="[batch]")
         if x.shape[0] is not None and reset.shape[0] is not None and x.shape[0] != reset.shape[0]:
             raise ValueError(
-                f"{core.utils.describe(self)}: reset has shape {reset.shape} but the inputs have batch size {x.shape[0]}"
+                f"{core.utils.describe(self)}: reset has shape {reset.shape} "
+                f"but the inputs have batch size {x.shape[0]}"
             )
 
 

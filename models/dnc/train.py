@@ -20,9 +20,9 @@ import os
 import time
 from typing import Any
 
-from absl import app, flags, logging
 import gin
 import tensorflow as tf
+from absl import app, flags, logging
 
 import core
 from models.dnc import babi, dnc, repeat_copy
@@ -32,7 +32,9 @@ flags.DEFINE_multi_string("gin_config", [], "gin config files, applied in order"
 flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, applied after the files (e.g. 'train.num_steps=10')")
 flags.DEFINE_string("workdir", None, "directory for checkpoints, summaries and the config; a run resumes from it")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "default: one device; mirrored: data parallel")
-flags.DEFINE_integer("replicas", 0, "with --strategy=mirrored on a CPU-only machine: split the CPU into this many devices")
+flags.DEFINE_integer(
+    "replicas", 0, "with --strategy=mirrored on a CPU-only machine: split the CPU into this many devices"
+)
 flags.DEFINE_integer("seed", 0, "makes the run reproducible: initial weights, batches, everything")
 
 # What the gin files configure. Model files never import gin; this file registers them.
@@ -172,9 +174,14 @@ def train(
                 for name, figures in result["eval"].items():
                     for key, value in figures.items():
                         tf.summary.scalar(f"{name}/{key}", value)
-            _say(quiet, "eval " + "; ".join(
-                f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
-                for name, figures in result["eval"].items()))
+            _say(
+                quiet,
+                "eval "
+                + "; ".join(
+                    f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
+                    for name, figures in result["eval"].items()
+                ),
+            )
             if result["solved_at"] is None and task.is_solved(result["eval"]):
                 result["solved_at"] = current
                 _say(quiet, f"solved at step {current}")

@@ -13,8 +13,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
 import matplotlib  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -89,8 +89,13 @@ def visualize(workdir: str, out: str, seed: int = 1) -> dict[str, np.ndarray]:
     length = int(np.nonzero(batch.mask.numpy()[:, 0])[0].max()) + 1  # drop the padding
     observations = batch.observations[:length]
     records = trace(net, observations)
-    draw(records, observations.numpy()[:, 0], batch.targets.numpy()[:length, 0], out,
-         f"DNC on repeat copy, step {step} of {os.path.basename(os.path.abspath(workdir))}")
+    draw(
+        records,
+        observations.numpy()[:, 0],
+        batch.targets.numpy()[:length, 0],
+        out,
+        f"DNC on repeat copy, step {step} of {os.path.basename(os.path.abspath(workdir))}",
+    )
     return records
 
 

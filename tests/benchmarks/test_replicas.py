@@ -1,7 +1,5 @@
 """The train step under the suite's MirroredStrategy (four logical CPUs), in every mode."""
 
-import tensorflow as tf
-
 from benchmarks import measure, registry
 
 

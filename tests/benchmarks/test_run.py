@@ -8,19 +8,62 @@ import pytest
 from benchmarks import registry, report, run
 
 ROW_FIELDS = {
-    "workload", "step", "mode", "implementation", "status", "error", "replicas", "batch_size",
-    "first_call_s", "median_s", "q1_s", "q3_s", "iqr_s", "repeats", "calls_per_repeat", "interleaved",
+    "workload",
+    "step",
+    "mode",
+    "implementation",
+    "status",
+    "error",
+    "replicas",
+    "batch_size",
+    "first_call_s",
+    "median_s",
+    "q1_s",
+    "q3_s",
+    "iqr_s",
+    "repeats",
+    "calls_per_repeat",
+    "interleaved",
     "examples_per_s",
-    "speedup_vs_eager", "speedup_vs_function", "flops_per_step", "flops_source", "flops_per_s",
-    "fraction_of_peak", "peak_memory_bytes", "resident_bytes", "step_memory_bytes", "peers",
+    "speedup_vs_eager",
+    "speedup_vs_function",
+    "flops_per_step",
+    "flops_source",
+    "flops_per_s",
+    "fraction_of_peak",
+    "peak_memory_bytes",
+    "resident_bytes",
+    "step_memory_bytes",
+    "peers",
 }
 PEER_FIELDS = {
-    "status", "error", "first_call_s", "median_s", "q1_s", "q3_s", "iqr_s", "repeats", "calls_per_repeat",
-    "interleaved", "peak_memory_bytes", "resident_bytes", "step_memory_bytes", "ours_over_peer",
+    "status",
+    "error",
+    "first_call_s",
+    "median_s",
+    "q1_s",
+    "q3_s",
+    "iqr_s",
+    "repeats",
+    "calls_per_repeat",
+    "interleaved",
+    "peak_memory_bytes",
+    "resident_bytes",
+    "step_memory_bytes",
+    "ours_over_peer",
 }
 # Figures every successful row has (the ratios where they apply).
-MEASURED = ["first_call_s", "median_s", "q1_s", "q3_s", "examples_per_s", "flops_per_step", "flops_per_s",
-            "fraction_of_peak", "peak_memory_bytes"]
+MEASURED = [
+    "first_call_s",
+    "median_s",
+    "q1_s",
+    "q3_s",
+    "examples_per_s",
+    "flops_per_step",
+    "flops_per_s",
+    "fraction_of_peak",
+    "peak_memory_bytes",
+]
 
 
 def test_the_smoke_preset_end_to_end(tmp_path, capsys):
@@ -111,4 +154,3 @@ def test_list_shows_every_workload_and_preset(capsys):
     for name in registry.load():
         assert f"{name}: " in out
     assert out.count("smoke: ") == len(registry.load())
-

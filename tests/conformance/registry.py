@@ -12,7 +12,8 @@ multi-replica test gets different data.
 import dataclasses
 import inspect
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -100,7 +101,9 @@ ENTRIES: list[Entry] = [
         normal(1, 2, 3, 3),
     ),
     Entry("Conv3DTranspose", core.Conv3DTranspose, lambda: core.Conv3DTranspose(2, 2, stride=2), normal(1, 2, 2, 2, 2)),
-    Entry("Embed", core.Embed, lambda: core.Embed(10, 3), lambda rng: (rng.randint(0, 10, size=(2, 3)).astype(np.int32),)),
+    Entry(
+        "Embed", core.Embed, lambda: core.Embed(10, 3), lambda rng: (rng.randint(0, 10, size=(2, 3)).astype(np.int32),)
+    ),
     Entry(
         "Embed_densify",
         core.Embed,
@@ -131,7 +134,12 @@ ENTRIES: list[Entry] = [
             ),
             num_dims=3,
         ),
-        lambda rng: ({"a": rng.normal(size=(2, 1, 3, 2)).astype(np.float32), "b": rng.normal(size=(2, 1, 3, 1)).astype(np.float32)},),
+        lambda rng: (
+            {
+                "a": rng.normal(size=(2, 1, 3, 2)).astype(np.float32),
+                "b": rng.normal(size=(2, 1, 3, 1)).astype(np.float32),
+            },
+        ),
     ),
     Entry("Reshape", core.Reshape, lambda: core.Reshape((-1, 2)), normal(2, 3, 4)),
     Entry("Flatten", core.Flatten, lambda: core.Flatten(preserve_dims=2), normal(2, 3, 2, 2)),
@@ -145,7 +153,13 @@ ENTRIES: list[Entry] = [
         forward=call_training,
     ),
     # --- batch_norm, moving_averages --------------------------------------------------
-    Entry("BatchNorm", core.BatchNorm, lambda: core.BatchNorm(True, True, decay_rate=0.9), normal(4, 3), forward=call_training),
+    Entry(
+        "BatchNorm",
+        core.BatchNorm,
+        lambda: core.BatchNorm(True, True, decay_rate=0.9),
+        normal(4, 3),
+        forward=call_training,
+    ),
     Entry(  # rank 4, channels last: TensorFlow's fused kernel
         "BatchNorm_rank4",
         core.BatchNorm,
@@ -314,6 +328,7 @@ def _dnc(**access) -> dnc.DNC:
 def _unroll(model: dnc.DNC, x: tf.Tensor) -> Any:
     outputs, state = core.dynamic_unroll(model, x, model.initial_state(tf.shape(x)[1]))
     return outputs, state.access_output
+
 
 # --- optimizers: the test-only harness of the optimizer entries --------------------------
 

@@ -69,7 +69,10 @@ def float_loss(outputs):
 
 
 def describe_variables(module):
-    return [f"{v.name} {v.shape.as_list()} {v.dtype.name} {'trainable' if v.trainable else 'state'}" for v in module.variables]
+    return [
+        f"{v.name} {v.shape.as_list()} {v.dtype.name} {'trainable' if v.trainable else 'state'}"
+        for v in module.variables
+    ]
 
 
 # --- tests --------------------------------------------------------------------------
@@ -81,7 +84,9 @@ def test_registry_is_complete():
     assert not missing, f"public modules without a conformance entry: {missing}"
     # Public functions returning modules (annotated so) may return private classes.
     unlisted = sorted(f.__name__ for f in registry.public_module_factories() - set(registry.FACTORIES))
-    assert not unlisted, f"public functions returning modules, without example arguments in registry.FACTORIES: {unlisted}"
+    assert not unlisted, (
+        f"public functions returning modules, without example arguments in registry.FACTORIES: {unlisted}"
+    )
     returned = {f.__name__: type(make()) for f, make in registry.FACTORIES.items()}
     uncovered = sorted(f"{name} -> {cls.__name__}" for name, cls in returned.items() if cls not in covered)
     assert not uncovered, f"classes returned by public functions without a conformance entry: {uncovered}"
@@ -280,4 +285,3 @@ def test_variable_names_and_shapes(entry):
     inputs = tensors(entry.inputs(np.random.RandomState(0)))
     tf.function(lambda *args: entry.forward(traced, args, False))(*inputs)
     assert describe_variables(traced) == listed
-

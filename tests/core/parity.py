@@ -5,7 +5,8 @@ Both modules are built on the same input, Sonnet's weights are copied into ours 
 outputs and gradients with respect to the inputs must agree within `atol` (float32).
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf

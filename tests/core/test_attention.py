@@ -168,30 +168,60 @@ def test_unknown_batch_and_length(rng):
 
 def test_bad_inputs():
     mha = core.MultiHeadAttention(2, 3, name="att")
-    with pytest.raises(ValueError, match=r"MultiHeadAttention 'att': expected query of rank 3 \[batch, queries, features\], got shape \(2, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"MultiHeadAttention 'att': expected query of rank 3 \[batch, queries, features\], got shape \(2, 5\)",
+    ):
         mha(tf.ones([2, 5]))
     mha(tf.ones([2, 4, 5]), tf.ones([2, 3, 6]))
-    with pytest.raises(ValueError, match=r"MultiHeadAttention 'att': expected key with batch size 2 on axis 0, got shape \(3, 3, 6\)"):
+    with pytest.raises(
+        ValueError, match=r"MultiHeadAttention 'att': expected key with batch size 2 on axis 0, got shape \(3, 3, 6\)"
+    ):
         mha(tf.ones([2, 4, 5]), tf.ones([3, 3, 6]))
-    with pytest.raises(ValueError, match=r"MultiHeadAttention 'att': expected key of rank 3 \[batch, keys, features\], got shape \(2, 6\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"MultiHeadAttention 'att': expected key of rank 3 \[batch, keys, features\], got shape \(2, 6\)",
+    ):
         mha(tf.ones([2, 4, 5]), tf.ones([2, 6]))
-    with pytest.raises(ValueError, match=r"MultiHeadAttention 'att': expected value with key count 3 on axis 1, got shape \(2, 4, 6\)"):
+    with pytest.raises(
+        ValueError, match=r"MultiHeadAttention 'att': expected value with key count 3 on axis 1, got shape \(2, 4, 6\)"
+    ):
         mha(tf.ones([2, 4, 5]), tf.ones([2, 3, 6]), tf.ones([2, 4, 6]))
-    with pytest.raises(ValueError, match=r"MultiHeadAttention 'att': expected key with feature size 6 on axis -1, got shape \(2, 3, 7\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"MultiHeadAttention 'att': expected key with feature size 6 on axis -1, got shape \(2, 3, 7\)",
+    ):
         mha(tf.ones([2, 4, 5]), tf.ones([2, 3, 7]))
-    with pytest.raises(ValueError, match=r"MultiHeadAttention 'att': expected query with feature size 5 on axis -1, got shape \(2, 4, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"MultiHeadAttention 'att': expected query with feature size 5 on axis -1, got shape \(2, 4, 4\)",
+    ):
         mha(tf.ones([2, 4, 4]), tf.ones([2, 3, 6]))
-    with pytest.raises(ValueError, match=r"MultiHeadAttention 'att': expected key_mask of shape \(2, 3\) \[batch, keys\], got shape \(2, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"MultiHeadAttention 'att': expected key_mask of shape \(2, 3\) \[batch, keys\], got shape \(2, 4\)",
+    ):
         mha(tf.ones([2, 4, 5]), tf.ones([2, 3, 6]), key_mask=tf.ones([2, 4], tf.bool))
-    with pytest.raises(ValueError, match=r"MultiHeadAttention 'att': expected key_mask of shape \(2, 3\) \[batch, keys\], got shape \(2, 1, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"MultiHeadAttention 'att': expected key_mask of shape \(2, 3\) \[batch, keys\], got shape \(2, 1, 3\)",
+    ):
         mha(tf.ones([2, 4, 5]), tf.ones([2, 3, 6]), key_mask=tf.ones([2, 1, 3], tf.bool))
-    with pytest.raises(TypeError, match=r"MultiHeadAttention 'att': key_mask must be bool \(True = may attend\), got dtype float32"):
+    with pytest.raises(
+        TypeError, match=r"MultiHeadAttention 'att': key_mask must be bool \(True = may attend\), got dtype float32"
+    ):
         mha(tf.ones([2, 4, 5]), tf.ones([2, 3, 6]), key_mask=tf.ones([2, 3]))
-    with pytest.raises(TypeError, match=r"MultiHeadAttention 'att': key tensors have dtype float64, but the module works in float32"):
+    with pytest.raises(
+        TypeError, match=r"MultiHeadAttention 'att': key tensors have dtype float64, but the module works in float32"
+    ):
         mha(tf.ones([2, 4, 5]), tf.ones([2, 3, 6], tf.float64))
-    with pytest.raises(ValueError, match=r"MultiHeadAttention 'multi_head_attention': key_size must be a positive int, got 0"):
+    with pytest.raises(
+        ValueError, match=r"MultiHeadAttention 'multi_head_attention': key_size must be a positive int, got 0"
+    ):
         core.MultiHeadAttention(2, 0)
-    with pytest.raises(ValueError, match=r"MultiHeadAttention 'multi_head_attention': b_init given but with_bias=False"):
+    with pytest.raises(
+        ValueError, match=r"MultiHeadAttention 'multi_head_attention': b_init given but with_bias=False"
+    ):
         core.MultiHeadAttention(2, 3, with_bias=False, b_init=core.initializers.Zeros())
 
 
@@ -200,5 +230,7 @@ def test_numpy_integer_sizes():
     assert (mha.num_heads, mha.key_size, mha.value_size, mha.model_size) == (2, 3, 2, 4)
     assert all(type(v) is int for v in (mha.num_heads, mha.key_size, mha.value_size, mha.model_size))
     assert mha(tf.ones([1, 3, 5])).shape == (1, 3, 4)
-    with pytest.raises(ValueError, match="MultiHeadAttention 'multi_head_attention': num_heads must be a positive int, got True"):
+    with pytest.raises(
+        ValueError, match="MultiHeadAttention 'multi_head_attention': num_heads must be a positive int, got True"
+    ):
         core.MultiHeadAttention(True, 3)

@@ -45,7 +45,13 @@ def test_batch_apply_dynamic_shapes(rng):
 
 @pytest.mark.parametrize(
     "output_shape, preserve_dims, shape",
-    [((-1,), 1, (2, 3, 4)), ((-1, 2), 1, (2, 3, 4)), ((4, -1), 2, (2, 3, 4, 2)), ((3, 1, 4), 1, (2, 12)), ((-1, 2), 4, (2, 1, 3, 4, 2))],
+    [
+        ((-1,), 1, (2, 3, 4)),
+        ((-1, 2), 1, (2, 3, 4)),
+        ((4, -1), 2, (2, 3, 4, 2)),
+        ((3, 1, 4), 1, (2, 12)),
+        ((-1, 2), 4, (2, 1, 3, 4, 2)),
+    ],
 )
 def test_reshape_matches_sonnet(output_shape, preserve_dims, shape, rng):
     x = rng.normal(size=shape).astype(np.float32)
@@ -78,7 +84,13 @@ def test_reshape_dynamic_shapes_and_reversed(rng):
 
 def test_bad_inputs():
     ba = core.BatchApply(lambda x: tf.reduce_sum(x, 0, keepdims=True), name="fold")
-    with pytest.raises(ValueError, match=r"BatchApply 'fold': expected outputs with leading size 6 \(inputs' leading axes \[2, 3\]\), got shape \(1, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"BatchApply 'fold': expected outputs with leading size 6 "
+            r"\(inputs' leading axes \[2, 3\]\), got shape \(1, 4\)"
+        ),
+    ):
         ba(tf.ones([2, 3, 4]))
     with pytest.raises(ValueError, match=r"BatchApply 'fold': needs at least one tensor input of rank >= num_dims=2"):
         ba(tf.ones([3]))
@@ -88,9 +100,17 @@ def test_bad_inputs():
         core.BatchApply(3)
 
     reshape = core.Reshape((5, -1), name="r")
-    with pytest.raises(ValueError, match=r"Reshape 'r': expected inputs whose axes after the first 1 can be reshaped to \[5, -1\], got shape \(2, 3, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"Reshape 'r': expected inputs whose axes after the first 1 can "
+            r"be reshaped to \[5, -1\], got shape \(2, 3, 4\)"
+        ),
+    ):
         reshape(tf.ones([2, 3, 4]))
-    with pytest.raises(ValueError, match=r"Reshape 'r': expected inputs of rank at least 2 \(preserve_dims=2\), got shape \(4,\)"):
+    with pytest.raises(
+        ValueError, match=r"Reshape 'r': expected inputs of rank at least 2 \(preserve_dims=2\), got shape \(4,\)"
+    ):
         core.Reshape((-1,), preserve_dims=2, name="r")(tf.ones([4]))
     with pytest.raises(ValueError, match=r"output_shape must hold ints >= 0 and at most one -1, got \(-1, -1\)"):
         core.Reshape((-1, -1))

@@ -43,7 +43,9 @@ def assert_same_state(ours, theirs):
 
 
 @layouts
-@pytest.mark.parametrize("create", [(True, True), (False, True), (True, False)], ids=["scale_offset", "offset", "scale"])
+@pytest.mark.parametrize(
+    "create", [(True, True), (False, True), (True, False)], ids=["scale_offset", "offset", "scale"]
+)
 def test_matches_sonnet(shape, data_format, create, rng):
     ours = core.BatchNorm(*create, decay_rate=0.9, data_format=data_format)
     theirs = snt.BatchNorm(*create, decay_rate=0.9, data_format=data_format)
@@ -110,12 +112,12 @@ def test_tensor_flags_match_python_flags(mode, shape, rng):
     flags = [(True, False), (False, False), (False, True)]
     by_python = core.BatchNorm(True, True, decay_rate=0.5)
     by_tensor = core.BatchNorm(True, True, decay_rate=0.5)
-    fn = lambda x, t, l: by_tensor(x, is_training=t, test_local_stats=l)  # noqa: E731
+    fn = lambda x, t, local: by_tensor(x, is_training=t, test_local_stats=local)  # noqa: E731
     fn = {"eager": fn, "function": tf.function(fn), "xla": tf.function(fn, jit_compile=True)}[mode]
     by_tensor(xs[0], is_training=False)  # variables exist before tracing
-    for x, (t, l) in zip(xs, flags):
-        want = by_python(x, is_training=t, test_local_stats=l).numpy()
-        got = fn(x, tf.constant(t), tf.constant(l)).numpy()
+    for x, (t, local) in zip(xs, flags):
+        want = by_python(x, is_training=t, test_local_stats=local).numpy()
+        got = fn(x, tf.constant(t), tf.constant(local)).numpy()
         np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL)
         for a, b in zip(by_tensor.variables, by_python.variables):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=TOL, atol=TOL, err_msg=a.name)
@@ -133,7 +135,9 @@ def test_replicas_keep_equal_moving_statistics(flag, mirrored, rng):
     steps = [[rng.normal(i, 1.0 + i, size=(4, 3)).astype(np.float32) for i in range(4)] for _ in range(2)]
 
     def distribute(per_replica):
-        return mirrored.experimental_distribute_values_from_function(lambda ctx: per_replica[ctx.replica_id_in_sync_group])
+        return mirrored.experimental_distribute_values_from_function(
+            lambda ctx: per_replica[ctx.replica_id_in_sync_group]
+        )
 
     mirrored.run(lambda x: bn(x, is_training=False), args=(distribute(steps[0]),))
     step = tf.function(lambda x: mirrored.run(lambda x: bn(x, is_training=flag), args=(x,)))
@@ -161,17 +165,25 @@ def test_bad_inputs():
     with pytest.raises(TypeError, match=r"BatchNorm 'bn': inputs must be floating point, got dtype int32"):
         bn(tf.ones([2, 3], tf.int32), is_training=True)
     bn(tf.ones([2, 3]), is_training=True)
-    with pytest.raises(TypeError, match=r"BatchNorm 'bn': is_training must be a bool or a boolean scalar tensor, got None"):
+    with pytest.raises(
+        TypeError, match=r"BatchNorm 'bn': is_training must be a bool or a boolean scalar tensor, got None"
+    ):
         bn(tf.ones([2, 3]), is_training=None)
-    with pytest.raises(TypeError, match=r"'bn': test_local_stats must be a boolean scalar, got dtype float32 and shape \(\)"):
+    with pytest.raises(
+        TypeError, match=r"'bn': test_local_stats must be a boolean scalar, got dtype float32 and shape \(\)"
+    ):
         bn(tf.ones([2, 3]), False, tf.constant(1.0))
     with pytest.raises(ValueError, match=r"BatchNorm 'bn': expected inputs of rank 2, got shape \(2, 1, 3\)"):
         bn(tf.ones([2, 1, 3]), is_training=True)
-    with pytest.raises(ValueError, match=r"BatchNorm 'bn': expected inputs with channel count 3 on axis -1, got shape \(2, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"BatchNorm 'bn': expected inputs with channel count 3 on axis -1, got shape \(2, 4\)"
+    ):
         bn(tf.ones([2, 4]), is_training=True)
     with pytest.raises(TypeError, match=r"BatchNorm 'bn': inputs have dtype float64, but the module works in float32"):
         bn(tf.ones([2, 3], tf.float64), is_training=False)
-    with pytest.raises(ValueError, match=r"'bn': scale passed at call time, but the module learns its own \(create_scale=True\)"):
+    with pytest.raises(
+        ValueError, match=r"'bn': scale passed at call time, but the module learns its own \(create_scale=True\)"
+    ):
         bn(tf.ones([2, 3]), is_training=True, scale=tf.ones([3]))
     with pytest.raises(ValueError, match=r"'bn': offset passed at call time, but the module learns its own"):
         bn(tf.ones([2, 3]), is_training=True, offset=tf.ones([3]))
@@ -240,7 +252,9 @@ def test_large_mean_stays_accurate(cls, strategy, mode, layout, mirrored, rng):
     channel_axis = -1 if data_format == "channels_last" else 1
     x = (1e4 + rng.normal(size=shape)).astype(np.float32)
     x += np.arange(shape[0], dtype=np.float32).reshape([-1] + [1] * (len(shape) - 1))  # replicas differ
-    strategy = {"default": None, "one_device": tf.distribute.OneDeviceStrategy("/cpu:0"), "mirrored": mirrored}[strategy]
+    strategy = {"default": None, "one_device": tf.distribute.OneDeviceStrategy("/cpu:0"), "mirrored": mirrored}[
+        strategy
+    ]
     replicas = 1 if strategy is None else strategy.num_replicas_in_sync
     with strategy.scope() if strategy else contextlib.nullcontext():
         bn = cls(False, False, decay_rate=0.5, data_format=data_format)
@@ -324,10 +338,14 @@ def test_call_time_scale_and_offset_must_keep_the_inputs_shape(rng):
         ValueError, match=r"BatchNorm 'bn': scale of shape \(4, 1, 3\) does not broadcast to the inputs' shape \(2, 3\)"
     ):
         bn(tf.ones([2, 3]), is_training=True, scale=tf.ones([4, 1, 3]))
-    with pytest.raises(ValueError, match=r"'bn': offset of shape \(3, 3\) does not broadcast to the inputs' shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"'bn': offset of shape \(3, 3\) does not broadcast to the inputs' shape \(2, 3\)"
+    ):
         bn(tf.ones([2, 3]), is_training=False, offset=np.ones([3, 3], np.float32))
     traced = tf.function(lambda x, s: bn(x, is_training=True, scale=s))
-    with pytest.raises(ValueError, match=r"scale of shape \(None, 1, 3\) does not broadcast to the inputs' shape \(None, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"scale of shape \(None, 1, 3\) does not broadcast to the inputs' shape \(None, 3\)"
+    ):
         traced.get_concrete_function(tf.TensorSpec([None, 3]), tf.TensorSpec([None, 1, 3]))
 
     # Per-example values ([batch, 1, 1, channels], conditional batch norm) are fine.
@@ -344,7 +362,9 @@ def test_call_time_scale_and_offset_must_keep_the_inputs_shape(rng):
 def test_flags_must_be_booleans():
     bn = core.BatchNorm(True, True, name="bn")
     x = tf.ones([2, 3])
-    with pytest.raises(TypeError, match=r"BatchNorm 'bn': is_training must be a bool or a boolean scalar tensor, got 'no'"):
+    with pytest.raises(
+        TypeError, match=r"BatchNorm 'bn': is_training must be a bool or a boolean scalar tensor, got 'no'"
+    ):
         bn(x, is_training="no")
     with pytest.raises(TypeError, match=r"'bn': test_local_stats must be a bool or a boolean scalar tensor, got 1$"):
         bn(x, is_training=False, test_local_stats=1)

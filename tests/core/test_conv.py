@@ -15,16 +15,28 @@ CASES = [
     (core.Conv1D, snt.Conv1D, dict(output_channels=2, kernel_shape=3, rate=2, data_format="NCW"), (2, 2, 7)),
     (core.Conv1D, snt.Conv1D, dict(output_channels=2, kernel_shape=2, padding=snt.pad.causal), (1, 5, 3)),
     (core.Conv2D, snt.Conv2D, dict(output_channels=3, kernel_shape=3), (2, 5, 5, 2)),
-    (core.Conv2D, snt.Conv2D, dict(output_channels=3, kernel_shape=(3, 2), stride=(2, 1), with_bias=False), (1, 5, 4, 2)),
+    (
+        core.Conv2D,
+        snt.Conv2D,
+        dict(output_channels=3, kernel_shape=(3, 2), stride=(2, 1), with_bias=False),
+        (1, 5, 4, 2),
+    ),
     (core.Conv2D, snt.Conv2D, dict(output_channels=2, kernel_shape=3, rate=2, padding="VALID"), (1, 6, 6, 2)),
     (core.Conv2D, snt.Conv2D, dict(output_channels=2, kernel_shape=3, stride=2, data_format="NCHW"), (1, 2, 5, 5)),
-    (core.Conv2D, snt.Conv2D, dict(output_channels=2, kernel_shape=3, padding=[snt.pad.full, snt.pad.reverse_causal]), (1, 4, 4, 1)),
+    (
+        core.Conv2D,
+        snt.Conv2D,
+        dict(output_channels=2, kernel_shape=3, padding=[snt.pad.full, snt.pad.reverse_causal]),
+        (1, 4, 4, 1),
+    ),
     (core.Conv3D, snt.Conv3D, dict(output_channels=2, kernel_shape=2), (1, 3, 3, 3, 2)),
     (core.Conv3D, snt.Conv3D, dict(output_channels=2, kernel_shape=3, stride=2, data_format="NCDHW"), (1, 2, 4, 4, 4)),
 ]
 
 
-@pytest.mark.parametrize("ours, theirs, kwargs, shape", CASES, ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    "ours, theirs, kwargs, shape", CASES, ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(CASES)]
+)
 def test_matches_sonnet(ours, theirs, kwargs, shape, rng):
     x = rng.normal(size=shape).astype(np.float32)
     assert_parity(ours(**kwargs), theirs(**kwargs), [x])
@@ -62,10 +74,14 @@ def test_dynamic_batch_and_spatial_sizes_under_tf_function(rng):
 
 def test_bad_inputs():
     conv = core.Conv2D(3, 3, name="c")
-    with pytest.raises(ValueError, match=r"Conv2D 'c': expected inputs of rank 4 \[N, H, W, C\], got shape \(2, 5, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"Conv2D 'c': expected inputs of rank 4 \[N, H, W, C\], got shape \(2, 5, 2\)"
+    ):
         conv(tf.ones([2, 5, 2]))
     conv(tf.ones([1, 4, 4, 2]))
-    with pytest.raises(ValueError, match=r"Conv2D 'c': expected inputs with input channels 2 on axis -1, got shape \(1, 4, 4, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"Conv2D 'c': expected inputs with input channels 2 on axis -1, got shape \(1, 4, 4, 3\)"
+    ):
         conv(tf.ones([1, 4, 4, 3]))
     with pytest.raises(TypeError, match=r"Conv2D 'c': inputs have dtype float64, but the module works in float32"):
         conv(tf.ones([1, 4, 4, 2], tf.float64))
@@ -75,11 +91,15 @@ def test_bad_inputs():
         c1(tf.ones([1, 3, 5]))
     with pytest.raises(TypeError, match=r"Conv3D 'conv3_d': inputs must be floating point, got dtype int32"):
         core.Conv3D(2, 2)(tf.ones([1, 2, 2, 2, 1], tf.int32))
-    with pytest.raises(ValueError, match=r"kernel_shape must be a positive int or a sequence of 1 or 2 positive ints, got \(3, 3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"kernel_shape must be a positive int or a sequence of 1 or 2 positive ints, got \(3, 3, 3\)"
+    ):
         core.Conv2D(2, (3, 3, 3))
     with pytest.raises(ValueError, match=r"data_format must be one of \('NHWC', 'NCHW'\), got 'NWC'"):
         core.Conv2D(2, 3, data_format="NWC")
-    with pytest.raises(ValueError, match=r"padding must be 'SAME', 'VALID', a function or a sequence of functions, got 'CAUSAL'"):
+    with pytest.raises(
+        ValueError, match=r"padding must be 'SAME', 'VALID', a function or a sequence of functions, got 'CAUSAL'"
+    ):
         core.Conv1D(2, 3, padding="CAUSAL")
     with pytest.raises(ValueError, match=r"padding must be .* a sequence of 1 or 3 functions"):
         core.Conv3D(2, 3, padding=[snt.pad.same, snt.pad.same])
@@ -111,13 +131,28 @@ def test_valid_kernel_larger_than_input(mode):
 
     # Eagerly, TensorFlow's CPU kernel returns a wrongly shaped result here without the check.
     conv = core.Conv2D(2, 3, padding="VALID", with_bias=False, name="c")
-    with pytest.raises(ValueError, match=r"Conv2D 'c': kernel_shape \(3, 3\) with padding 'VALID' needs inputs of size at least 3 on axis 1, got shape \(1, 2, 5, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"Conv2D 'c': kernel_shape \(3, 3\) with padding 'VALID' needs inputs of "
+            r"size at least 3 on axis 1, got shape \(1, 2, 5, 1\)"
+        ),
+    ):
         run(conv, tf.ones([1, 2, 5, 1]))
     dilated = core.Conv2D(2, 2, rate=2, padding="VALID", data_format="NCHW", name="d")
-    with pytest.raises(ValueError, match=r"Conv2D 'd': kernel_shape \(2, 2\) at rate \(2, 2\) .* at least 3 on axis 3, got shape \(1, 1, 5, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Conv2D 'd': kernel_shape \(2, 2\) at rate \(2, 2\) .* at least 3 on axis 3, got shape \(1, 1, 5, 2\)",
+    ):
         run(dilated, tf.ones([1, 1, 5, 2]))
     padded = core.Conv1D(2, 3, padding=lambda k: [1, 0], name="p")
-    with pytest.raises(ValueError, match=r"Conv1D 'p': kernel_shape \(3,\) with padding the padding functions \(then 'VALID'\) needs inputs of size at least 2 on axis 1"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"Conv1D 'p': kernel_shape \(3,\) with padding the padding functions "
+            r"\(then 'VALID'\) needs inputs of size at least 2 on axis 1"
+        ),
+    ):
         run(padded, tf.ones([1, 1, 2]))
     # Inputs just large enough still work.
     assert run(conv, tf.ones([1, 3, 3, 1])).shape == (1, 1, 1, 2)

@@ -11,16 +11,43 @@ from tests.core.parity import assert_parity
 CASES = [
     # (ours, sonnet's, constructor kwargs, input shape)
     (core.Conv1DTranspose, snt.Conv1DTranspose, dict(output_channels=3, kernel_shape=3, stride=2), (2, 4, 2)),
-    (core.Conv1DTranspose, snt.Conv1DTranspose, dict(output_channels=2, kernel_shape=3, rate=2, data_format="NCW"), (1, 2, 5)),
-    (core.Conv2DTranspose, snt.Conv2DTranspose, dict(output_channels=3, kernel_shape=3, stride=2, padding="VALID"), (1, 3, 3, 2)),
-    (core.Conv2DTranspose, snt.Conv2DTranspose, dict(output_channels=2, kernel_shape=(3, 2), output_shape=(5, 6), stride=2), (2, 3, 3, 2)),
-    (core.Conv2DTranspose, snt.Conv2DTranspose, dict(output_channels=2, kernel_shape=3, stride=2, with_bias=False, data_format="NCHW"), (1, 2, 3, 3)),
+    (
+        core.Conv1DTranspose,
+        snt.Conv1DTranspose,
+        dict(output_channels=2, kernel_shape=3, rate=2, data_format="NCW"),
+        (1, 2, 5),
+    ),
+    (
+        core.Conv2DTranspose,
+        snt.Conv2DTranspose,
+        dict(output_channels=3, kernel_shape=3, stride=2, padding="VALID"),
+        (1, 3, 3, 2),
+    ),
+    (
+        core.Conv2DTranspose,
+        snt.Conv2DTranspose,
+        dict(output_channels=2, kernel_shape=(3, 2), output_shape=(5, 6), stride=2),
+        (2, 3, 3, 2),
+    ),
+    (
+        core.Conv2DTranspose,
+        snt.Conv2DTranspose,
+        dict(output_channels=2, kernel_shape=3, stride=2, with_bias=False, data_format="NCHW"),
+        (1, 2, 3, 3),
+    ),
     (core.Conv3DTranspose, snt.Conv3DTranspose, dict(output_channels=2, kernel_shape=2, stride=2), (1, 2, 2, 2, 2)),
-    (core.Conv3DTranspose, snt.Conv3DTranspose, dict(output_channels=2, kernel_shape=2, output_shape=(3, 3, 3), padding="VALID", data_format="NCDHW"), (1, 2, 2, 2, 2)),
+    (
+        core.Conv3DTranspose,
+        snt.Conv3DTranspose,
+        dict(output_channels=2, kernel_shape=2, output_shape=(3, 3, 3), padding="VALID", data_format="NCDHW"),
+        (1, 2, 2, 2, 2),
+    ),
 ]
 
 
-@pytest.mark.parametrize("ours, theirs, kwargs, shape", CASES, ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    "ours, theirs, kwargs, shape", CASES, ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(CASES)]
+)
 def test_matches_sonnet(ours, theirs, kwargs, shape, rng):
     x = rng.normal(size=shape).astype(np.float32)
     assert_parity(ours(**kwargs), theirs(**kwargs), [x])
@@ -99,19 +126,34 @@ def test_bad_inputs():
         r"of spatial size \[4, 4\], got shape \(1, 3, 4, 2\)",
     ):
         tconv(tf.ones([1, 3, 4, 2]))
-    with pytest.raises(ValueError, match=r"Conv1DTranspose 'down': output_shape \[7\] with stride \[2\] and VALID padding needs inputs of spatial size \[3\], got shape \(2, 1, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"Conv1DTranspose 'down': output_shape \[7\] with stride \[2\] and VALID "
+            r"padding needs inputs of spatial size \[3\], got shape \(2, 1, 4\)"
+        ),
+    ):
         narrow = core.Conv1DTranspose(1, 2, output_shape=7, stride=2, padding="VALID", data_format="NCW", name="down")
         narrow(tf.ones([2, 1, 3]))
         narrow(tf.ones([2, 1, 4]))
-    with pytest.raises(ValueError, match=r"Conv2DTranspose 'up': expected inputs with input channels 2 on axis -1, got shape \(1, 4, 4, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Conv2DTranspose 'up': expected inputs with input channels 2 on axis -1, got shape \(1, 4, 4, 1\)",
+    ):
         tconv(tf.ones([1, 4, 4, 1]))
-    with pytest.raises(ValueError, match=r"Conv2DTranspose 'up': expected inputs of rank 4 \[N, H, W, C\], got shape \(4, 4, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"Conv2DTranspose 'up': expected inputs of rank 4 \[N, H, W, C\], got shape \(4, 4, 2\)"
+    ):
         tconv(tf.ones([4, 4, 2]))
-    with pytest.raises(TypeError, match=r"Conv2DTranspose 'up': inputs have dtype float16, but the module works in float32"):
+    with pytest.raises(
+        TypeError, match=r"Conv2DTranspose 'up': inputs have dtype float16, but the module works in float32"
+    ):
         tconv(tf.ones([1, 4, 4, 2], tf.float16))
     with pytest.raises(ValueError, match=r"padding must be 'SAME' or 'VALID', got <function"):
         core.Conv1DTranspose(2, 3, padding=snt.pad.causal)
-    with pytest.raises(ValueError, match=r"output_shape must be a positive int or a sequence of 1 or 3 positive ints, got \[4, 4\]"):
+    with pytest.raises(
+        ValueError, match=r"output_shape must be a positive int or a sequence of 1 or 3 positive ints, got \[4, 4\]"
+    ):
         core.Conv3DTranspose(2, 3, output_shape=[4, 4])
     with pytest.raises(ValueError, match=r"data_format must be one of \('NDHWC', 'NCDHW'\), got 'NHWC'"):
         core.Conv3DTranspose(2, 3, data_format="NHWC")

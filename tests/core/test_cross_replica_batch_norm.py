@@ -192,7 +192,9 @@ def test_bad_inputs(mirrored):
         with pytest.raises(RuntimeError, match=r"CrossReplicaBatchNorm 'xbn': batch statistics need a replica context"):
             bn(x, is_training=True)
         bn(x, is_training=False)  # moving statistics: fine in the cross-replica context
-    with pytest.raises(ValueError, match=r"CrossReplicaBatchNorm 'xbn': expected inputs with channel count 3 on axis -1"):
+    with pytest.raises(
+        ValueError, match=r"CrossReplicaBatchNorm 'xbn': expected inputs with channel count 3 on axis -1"
+    ):
         bn(tf.ones([2, 4]), is_training=True)
 
 

@@ -8,7 +8,9 @@ import core
 
 
 def _run(strategy, fn, per_replica):
-    values = strategy.experimental_distribute_values_from_function(lambda ctx: per_replica[ctx.replica_id_in_sync_group])
+    values = strategy.experimental_distribute_values_from_function(
+        lambda ctx: per_replica[ctx.replica_id_in_sync_group]
+    )
     return strategy.experimental_local_results(tf.function(lambda v: strategy.run(fn, args=(v,)))(values))
 
 

@@ -69,7 +69,11 @@ def test_eager_function_and_xla_draw_the_same_mask():
     d(x, False)  # build
     start = d.rng_state.numpy()
     masks = []
-    for fn in (lambda v: d(v, True), tf.function(lambda v: d(v, True)), tf.function(lambda v: d(v, True), jit_compile=True)):
+    for fn in (
+        lambda v: d(v, True),
+        tf.function(lambda v: d(v, True)),
+        tf.function(lambda v: d(v, True), jit_compile=True),
+    ):
         d.rng_state.assign(start)
         masks.append(fn(x).numpy())
         assert not np.array_equal(d.rng_state.numpy(), start)  # the state moved on
@@ -150,7 +154,13 @@ def test_replicas_draw_different_masks_from_identical_state(mirrored):
     single.rng_state.assign(start)
     np.testing.assert_array_equal(single(x, True).numpy(), first[0])
     # A training call outside strategy.run has no replica to draw for.
-    with mirrored.scope(), pytest.raises(RuntimeError, match=r"Dropout 'dropout': a training call under a tf.distribute strategy must run inside strategy.run"):
+    with (
+        mirrored.scope(),
+        pytest.raises(
+            RuntimeError,
+            match=r"Dropout 'dropout': a training call under a tf.distribute strategy must run inside strategy.run",
+        ),
+    ):
         d(x, True)
 
 
@@ -216,9 +226,13 @@ def test_bad_inputs():
         core.Dropout(0.5, seed=1.5)
     with pytest.raises(TypeError, match=r"Dropout 'drop': inputs must be floating point, got dtype int32"):
         core.Dropout(0.5, name="drop")(tf.ones([2], tf.int32), True)
-    with pytest.raises(ValueError, match=r"Dropout 'drop': noise_shape \[2, 3\] does not broadcast against inputs of shape \(2, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"Dropout 'drop': noise_shape \[2, 3\] does not broadcast against inputs of shape \(2, 4\)"
+    ):
         core.Dropout(0.5, noise_shape=[2, 3], name="drop")(tf.ones([2, 4]), True)
-    with pytest.raises(TypeError, match=r"Dropout 'drop': is_training must be a bool or a boolean scalar tensor, got 'no'"):
+    with pytest.raises(
+        TypeError, match=r"Dropout 'drop': is_training must be a bool or a boolean scalar tensor, got 'no'"
+    ):
         core.Dropout(0.5, name="drop")(tf.ones([2]), "no")
     with pytest.raises(TypeError, match=r"Dropout 'drop': is_training must be a boolean scalar, got dtype int32"):
         core.Dropout(0.5, name="drop")(tf.ones([2]), tf.constant(1))

@@ -52,7 +52,9 @@ def test_bad_inputs():
         emb(tf.constant([5]))
     with pytest.raises(ValueError, match="give vocab_size or existing_vocab"):
         core.Embed()
-    with pytest.raises(ValueError, match="existing_vocab fixes the table, so vocab_size, embed_dim and initializer must not be given"):
+    with pytest.raises(
+        ValueError, match="existing_vocab fixes the table, so vocab_size, embed_dim and initializer must not be given"
+    ):
         core.Embed(3, existing_vocab=np.zeros([3, 2]))
     with pytest.raises(ValueError, match=r"existing_vocab must be \[vocab_size, embed_dim\], got shape \(3,\)"):
         core.Embed(existing_vocab=np.zeros([3]))

@@ -11,29 +11,43 @@ N = 200_000  # samples for distribution checks
 
 
 def test_constant_initializers_match_sonnet():
-    for ours, theirs in [(init.Zeros(), snt.initializers.Zeros()),
-                         (init.Ones(), snt.initializers.Ones()),
-                         (init.Constant(2.5), snt.initializers.Constant(2.5)),
-                         (init.Identity(3.0), snt.initializers.Identity(3.0))]:
+    for ours, theirs in [
+        (init.Zeros(), snt.initializers.Zeros()),
+        (init.Ones(), snt.initializers.Ones()),
+        (init.Constant(2.5), snt.initializers.Constant(2.5)),
+        (init.Identity(3.0), snt.initializers.Identity(3.0)),
+    ]:
         for dtype in (tf.float32, tf.float64):
             np.testing.assert_array_equal(ours([4, 4], dtype).numpy(), theirs([4, 4], dtype).numpy())
             assert ours([4, 4], dtype).dtype == dtype
 
 
-@pytest.mark.parametrize("ours,theirs", [
-    (init.RandomNormal(1.0, 2.0), snt.initializers.RandomNormal(1.0, 2.0)),
-    (init.TruncatedNormal(-1.0, 0.5), snt.initializers.TruncatedNormal(-1.0, 0.5)),
-    (init.RandomUniform(-2.0, 3.0), snt.initializers.RandomUniform(-2.0, 3.0)),
-    (init.VarianceScaling(2.0, "fan_in", "truncated_normal"), snt.initializers.VarianceScaling(2.0, "fan_in", "truncated_normal")),
-    (init.VarianceScaling(1.0, "fan_avg", "uniform"), snt.initializers.VarianceScaling(1.0, "fan_avg", "uniform")),
-    (init.VarianceScaling(0.5, "fan_out", "untruncated_normal"), snt.initializers.VarianceScaling(0.5, "fan_out", "normal")),
-], ids=["normal", "truncated", "uniform", "vs_trunc", "vs_uniform", "vs_normal"])
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        (init.RandomNormal(1.0, 2.0), snt.initializers.RandomNormal(1.0, 2.0)),
+        (init.TruncatedNormal(-1.0, 0.5), snt.initializers.TruncatedNormal(-1.0, 0.5)),
+        (init.RandomUniform(-2.0, 3.0), snt.initializers.RandomUniform(-2.0, 3.0)),
+        (
+            init.VarianceScaling(2.0, "fan_in", "truncated_normal"),
+            snt.initializers.VarianceScaling(2.0, "fan_in", "truncated_normal"),
+        ),
+        (init.VarianceScaling(1.0, "fan_avg", "uniform"), snt.initializers.VarianceScaling(1.0, "fan_avg", "uniform")),
+        (
+            init.VarianceScaling(0.5, "fan_out", "untruncated_normal"),
+            snt.initializers.VarianceScaling(0.5, "fan_out", "normal"),
+        ),
+    ],
+    ids=["normal", "truncated", "uniform", "vs_trunc", "vs_uniform", "vs_normal"],
+)
 def test_random_initializers_have_sonnets_distribution(ours, theirs):
     shape = [N // 100, 100]
     a, b = ours(shape, tf.float32).numpy().ravel(), theirs(shape, tf.float32).numpy().ravel()
     # Two-sample Kolmogorov-Smirnov statistic; 0.01 is beyond the 1e-6 critical value (0.0085).
     grid = np.sort(np.concatenate([a, b]))
-    ks = np.max(np.abs(np.searchsorted(np.sort(a), grid, "right") - np.searchsorted(np.sort(b), grid, "right"))) / a.size
+    ks = (
+        np.max(np.abs(np.searchsorted(np.sort(a), grid, "right") - np.searchsorted(np.sort(b), grid, "right"))) / a.size
+    )
     assert ks < 0.01
 
 

@@ -139,7 +139,9 @@ def test_bad_inputs():
     ln(tf.ones([2, 3, 4]))
     with pytest.raises(ValueError, match=r"LayerNorm 'ln': expected inputs of rank 3, got shape \(2, 4\)"):
         ln(tf.ones([2, 4]))
-    with pytest.raises(ValueError, match=r"LayerNorm 'ln': expected inputs with channel count 4 on axis -1, got shape \(2, 3, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"LayerNorm 'ln': expected inputs with channel count 4 on axis -1, got shape \(2, 3, 5\)"
+    ):
         ln(tf.ones([2, 3, 5]))
     with pytest.raises(TypeError, match=r"LayerNorm 'ln': inputs have dtype float64, but the module works in float32"):
         ln(tf.ones([2, 3, 4], tf.float64))
@@ -147,11 +149,17 @@ def test_bad_inputs():
         ln(tf.ones([2, 3, 4]), scale=tf.ones([4]))
     with pytest.raises(ValueError, match=r"LayerNorm 'layer_norm': scale_init given but create_scale=False"):
         core.LayerNorm(-1, False, False, scale_init=core.initializers.Ones())
-    with pytest.raises(ValueError, match=r"LayerNorm 'layer_norm': axis must be an int, a slice or a sequence of ints, got 'x'"):
+    with pytest.raises(
+        ValueError, match=r"LayerNorm 'layer_norm': axis must be an int, a slice or a sequence of ints, got 'x'"
+    ):
         core.LayerNorm("x", True, True)
-    with pytest.raises(ValueError, match=r"LayerNorm 'layer_norm': data_format must be 'channels_first', 'channels_last'"):
+    with pytest.raises(
+        ValueError, match=r"LayerNorm 'layer_norm': data_format must be 'channels_first', 'channels_last'"
+    ):
         core.LayerNorm(-1, True, True, data_format="HWNC?")
-    with pytest.raises(ValueError, match=r"LayerNorm 'layer_norm': axis \[3\] out of range for inputs of shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"LayerNorm 'layer_norm': axis \[3\] out of range for inputs of shape \(2, 3\)"
+    ):
         core.LayerNorm(3, True, True)(tf.ones([2, 3]))
     with pytest.raises(ValueError, match=r"LayerNorm 'layer_norm': axis \(1, -1\) repeats an axis"):
         core.LayerNorm((1, -1), True, True)(tf.ones([2, 3]))
@@ -159,10 +167,14 @@ def test_bad_inputs():
         core.LayerNorm(-1, True, True)(tf.ones([2, 3], tf.int32))
 
     gn = core.GroupNorm(2, name="gn")
-    with pytest.raises(ValueError, match=r"GroupNorm 'gn': 3 channels do not split into 2 groups \(inputs of shape \(2, 3\)\)"):
+    with pytest.raises(
+        ValueError, match=r"GroupNorm 'gn': 3 channels do not split into 2 groups \(inputs of shape \(2, 3\)\)"
+    ):
         gn(tf.ones([2, 3]))
     gn(tf.ones([2, 5, 4]))
-    with pytest.raises(ValueError, match=r"GroupNorm 'gn': expected inputs with channel count 4 on axis -1, got shape \(2, 5, 6\)"):
+    with pytest.raises(
+        ValueError, match=r"GroupNorm 'gn': expected inputs with channel count 4 on axis -1, got shape \(2, 5, 6\)"
+    ):
         gn(tf.ones([2, 5, 6]))
     with pytest.raises(ValueError, match=r"GroupNorm 'gn': offset given at call time, but create_offset=True"):
         gn(tf.ones([2, 5, 4]), offset=tf.ones([4]))
@@ -175,10 +187,13 @@ def test_bad_inputs():
 def test_call_time_scale_and_offset_must_keep_the_inputs_shape():
     ln = core.LayerNorm(-1, False, False, name="ln")
     with pytest.raises(
-        ValueError, match=r"LayerNorm 'ln': offset of shape \(4, 2, 1\) does not broadcast to the inputs' shape \(2, 3\)"
+        ValueError,
+        match=r"LayerNorm 'ln': offset of shape \(4, 2, 1\) does not broadcast to the inputs' shape \(2, 3\)",
     ):
         ln(tf.ones([2, 3]), offset=tf.ones([4, 2, 1]))
-    with pytest.raises(ValueError, match=r"LayerNorm 'ln': scale of shape \(5,\) does not broadcast to the inputs' shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"LayerNorm 'ln': scale of shape \(5,\) does not broadcast to the inputs' shape \(2, 3\)"
+    ):
         ln(tf.ones([2, 3]), scale=np.ones([5], np.float32))
     gn = core.GroupNorm(3, create_scale=False, create_offset=False, name="gn")
     with pytest.raises(
@@ -202,7 +217,9 @@ def test_numpy_integers_and_reals_are_accepted(rng):
     np.testing.assert_array_equal(gn(x).numpy(), core.GroupNorm(2, axis=-1, eps=1e-4)(x).numpy())
     with pytest.raises(ValueError, match=r"GroupNorm 'group_norm': groups must be a positive int, got True"):
         core.GroupNorm(True)
-    with pytest.raises(ValueError, match=r"LayerNorm 'layer_norm': axis must be an int, a slice or a sequence of ints, got True"):
+    with pytest.raises(
+        ValueError, match=r"LayerNorm 'layer_norm': axis must be an int, a slice or a sequence of ints, got True"
+    ):
         core.LayerNorm(True, True, True)
     with pytest.raises(ValueError, match=r"LayerNorm 'layer_norm': eps must be a non-negative number, got True"):
         core.LayerNorm(-1, True, True, eps=True)

@@ -36,7 +36,9 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match=r"Linear 'proj': expected inputs of rank at least 2 .* got shape \(4,\)"):
         lin(tf.ones([4]))
     lin(tf.ones([2, 4]))
-    with pytest.raises(ValueError, match=r"Linear 'proj': expected inputs with input size 4 on axis -1, got shape \(2, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"Linear 'proj': expected inputs with input size 4 on axis -1, got shape \(2, 5\)"
+    ):
         lin(tf.ones([2, 5]))
     with pytest.raises(TypeError, match=r"Linear 'proj': inputs have dtype float64, but the module works in float32"):
         lin(tf.ones([2, 4], tf.float64))

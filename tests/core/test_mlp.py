@@ -53,7 +53,12 @@ def test_dropout_applies_before_each_activation_while_training():
 def test_layer_names_and_reverse():
     mlp = core.nets.MLP([4, 3], activate_final=True, name="enc")
     y = mlp(tf.ones([2, 6]))
-    assert sorted(v.name for v in mlp.variables) == ["enc/linear_0/b:0", "enc/linear_0/w:0", "enc/linear_1/b:0", "enc/linear_1/w:0"]
+    assert sorted(v.name for v in mlp.variables) == [
+        "enc/linear_0/b:0",
+        "enc/linear_0/w:0",
+        "enc/linear_1/b:0",
+        "enc/linear_1/w:0",
+    ]
     rev = mlp.reverse(activate_final=False)
     assert rev.name == "enc_reversed" and not rev.activate_final
     assert rev(y).shape == (2, 6)

@@ -57,7 +57,10 @@ def test_scopes_nest_and_are_legible_in_graphs():
     outer = Outer()
     tf.function(outer)(tf.ones([1, 3]))
     assert sorted(v.name for v in outer.variables) == [
-        "outer/encoder/proj/b:0", "outer/encoder/proj/w:0", "outer/encoder/w:0"]
+        "outer/encoder/proj/b:0",
+        "outer/encoder/proj/w:0",
+        "outer/encoder/w:0",
+    ]
 
 
 def test_once_runs_once_per_instance_and_retries_after_error():
@@ -223,7 +226,11 @@ def test_no_name_scope_tf_function_is_left_alone():
         (lambda: core.Linear(3), lambda m, x: m(x), r"Linear 'linear': expected inputs of rank at least 2"),
         (lambda: core.LSTM(4), lambda m, x: m(x, m.initial_state(2)), r"LSTM 'lstm': expected inputs of rank 2"),
         (lambda: core.GRU(4), lambda m, x: m(x, m.initial_state(2)), r"GRU 'gru': expected inputs of rank 2"),
-        (lambda: core.LayerNorm(-1, True, True), lambda m, x: m(x), r"LayerNorm 'layer_norm': expected inputs of rank 2"),
+        (
+            lambda: core.LayerNorm(-1, True, True),
+            lambda m, x: m(x),
+            r"LayerNorm 'layer_norm': expected inputs of rank 2",
+        ),
     ],
     ids=["Linear", "LSTM", "GRU", "LayerNorm"],
 )
@@ -233,8 +240,6 @@ def test_inputs_of_unknown_rank_get_the_modules_error(make, call, message):
     otherwise turn the modules' `len` into its own)."""
     module = make()
     call(module, tf.zeros([2, 5]))
-    traced = tf.function(
-        lambda x: call(module, x), input_signature=[tf.TensorSpec(None, tf.float32)], autograph=False
-    )
+    traced = tf.function(lambda x: call(module, x), input_signature=[tf.TensorSpec(None, tf.float32)], autograph=False)
     with pytest.raises(ValueError, match=message):
         traced.get_concrete_function()

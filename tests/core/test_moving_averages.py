@@ -35,7 +35,9 @@ def test_matches_sonnet(rng):
 
 @pytest.mark.parametrize("mode", ["eager", "function", "xla"])
 @pytest.mark.parametrize(
-    "kwargs", [{}, {"zero_debias": False}, {"zero_debias": False, "warmup_length": 2}], ids=["debiased", "biased", "warmup"]
+    "kwargs",
+    [{}, {"zero_debias": False}, {"zero_debias": False, "warmup_length": 2}],
+    ids=["debiased", "biased", "warmup"],
 )
 def test_matches_reference(mode, kwargs, rng):
     values = rng.normal(size=(5, 3))
@@ -89,10 +91,14 @@ def test_bad_inputs():
     ema = core.ExponentialMovingAverage(0.9, name="ema")
     with pytest.raises(RuntimeError, match=r"ExponentialMovingAverage 'ema': there is no average yet; call update"):
         ema.value
-    with pytest.raises(TypeError, match=r"ExponentialMovingAverage 'ema': values must be floating point, got dtype int32"):
+    with pytest.raises(
+        TypeError, match=r"ExponentialMovingAverage 'ema': values must be floating point, got dtype int32"
+    ):
         ema.update(tf.constant([1, 2]))
     ema.update(tf.ones([2, 3]))
-    with pytest.raises(ValueError, match=r"'ema': expected values of shape \(2, 3\) \(the shape of the first value\), got"):
+    with pytest.raises(
+        ValueError, match=r"'ema': expected values of shape \(2, 3\) \(the shape of the first value\), got"
+    ):
         ema.update(tf.ones([3]))
     with pytest.raises(TypeError, match=r"'ema': values have dtype float64, but the module works in float32"):
         ema.update(tf.ones([2, 3], tf.float64))
@@ -131,7 +137,9 @@ def test_numpy_scalars_are_accepted_but_not_bools():
     assert ema.warmup_length == 1 and ema.counter.numpy() == -1
     ema(tf.constant([4.0]))
     np.testing.assert_array_equal(ema(tf.constant([0.0])).numpy(), [2.0])
-    with pytest.raises(TypeError, match=r"ExponentialMovingAverage '\w+': decay must be a number or a scalar tensor, got True"):
+    with pytest.raises(
+        TypeError, match=r"ExponentialMovingAverage '\w+': decay must be a number or a scalar tensor, got True"
+    ):
         core.ExponentialMovingAverage(True)
     with pytest.raises(TypeError, match=r"decay must be a number or a scalar tensor, got '0.9'"):
         core.ExponentialMovingAverage("0.9")

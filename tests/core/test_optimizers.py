@@ -255,7 +255,9 @@ def test_half_precision_steps_stay_finite_and_near_float32(name, dtype, sparse, 
 def test_numpy_hyperparameters_are_numbers(rng):
     params = make_parameters(rng)
     twins = [tf.Variable(p) for p in params]
-    ours = core.optimizers.Adam(np.float32(0.01), beta1=np.float64(0.8), beta2=np.float32(0.99), epsilon=np.float32(1e-6))
+    ours = core.optimizers.Adam(
+        np.float32(0.01), beta1=np.float64(0.8), beta2=np.float32(0.99), epsilon=np.float32(1e-6)
+    )
     plain = core.optimizers.Adam(float(np.float32(0.01)), 0.8, float(np.float32(0.99)), float(np.float32(1e-6)))
     for update in dense_updates(rng, steps=3):
         ours.apply([tf.constant(u) for u in update], params)
@@ -329,15 +331,23 @@ SCHEDULED = {
     ),
     "Adam": (
         lambda: core.optimizers.Adam(schedules.CosineDecay(0.1, decay_steps=8), beta1=lambda n: 0.8),
-        {"lr": lambda n: 0.1 * 0.5 * (1 + np.cos(np.pi * min(n, 8) / 8)), "b1": lambda n: 0.8, "b2": lambda n: 0.999,
-         "eps": lambda n: 1e-8},
+        {
+            "lr": lambda n: 0.1 * 0.5 * (1 + np.cos(np.pi * min(n, 8) / 8)),
+            "b1": lambda n: 0.8,
+            "b2": lambda n: 0.999,
+            "eps": lambda n: 1e-8,
+        },
     ),
     "RMSProp": (
         lambda: core.optimizers.RMSProp(
             schedules.LinearDecay(0.05, 0.01, decay_steps=5), decay=0.8, momentum=0.5, epsilon=1e-6, centered=True
         ),
-        {"lr": lambda n: 0.05 + (0.01 - 0.05) * min(n, 5) / 5, "decay": lambda n: 0.8, "mu": lambda n: 0.5,
-         "eps": lambda n: 1e-6},
+        {
+            "lr": lambda n: 0.05 + (0.01 - 0.05) * min(n, 5) / 5,
+            "decay": lambda n: 0.8,
+            "mu": lambda n: 0.5,
+            "eps": lambda n: 1e-6,
+        },
     ),
 }
 
@@ -495,8 +505,14 @@ def test_replicas_stay_equal_under_mirrored(name, mirrored):
     step = tf.function(lambda *args: mirrored.run(replica_step, args=args))
     # Different data on every replica and every step.
     steps = [
-        [(rng.normal(size=(2, 3)).astype(np.float32), rng.randint(0, 5, size=2), rng.normal(size=3).astype(np.float32))
-         for _ in range(n)]
+        [
+            (
+                rng.normal(size=(2, 3)).astype(np.float32),
+                rng.randint(0, 5, size=2),
+                rng.normal(size=3).astype(np.float32),
+            )
+            for _ in range(n)
+        ]
         for _ in range(3)
     ]
     for data in steps:

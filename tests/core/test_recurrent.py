@@ -391,18 +391,28 @@ def test_dynamic_unroll_in_mirrored_strategy(mirrored, rng):
 def test_bad_core_inputs():
     lstm = core.LSTM(3, name="core")
     state = lstm.initial_state(2)
-    with pytest.raises(ValueError, match=r"LSTM 'core': expected inputs of rank 2 \[batch, input_size\], got shape \(2, 1, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"LSTM 'core': expected inputs of rank 2 \[batch, input_size\], got shape \(2, 1, 4\)"
+    ):
         lstm(tf.ones([2, 1, 4]), state)
-    with pytest.raises(TypeError, match=r"LSTM 'core': inputs have dtype float64, but the core was built with dtype=float32"):
+    with pytest.raises(
+        TypeError, match=r"LSTM 'core': inputs have dtype float64, but the core was built with dtype=float32"
+    ):
         lstm(tf.ones([2, 4], tf.float64), state)
     lstm(tf.ones([2, 4]), state)
-    with pytest.raises(ValueError, match=r"LSTM 'core': expected inputs with input size 4 on axis 1, got shape \(2, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"LSTM 'core': expected inputs with input size 4 on axis 1, got shape \(2, 5\)"
+    ):
         lstm(tf.ones([2, 5]), state)
-    with pytest.raises(TypeError, match=r"LSTM 'core': inputs have dtype float64, but the core was built with dtype=float32"):
+    with pytest.raises(
+        TypeError, match=r"LSTM 'core': inputs have dtype float64, but the core was built with dtype=float32"
+    ):
         lstm(tf.ones([2, 4], tf.float64), state)
     with pytest.raises(ValueError, match=r"LSTM 'core': prev_state.hidden has batch size 1 but the inputs have 2"):
         lstm(tf.ones([2, 4]), lstm.initial_state(1))
-    with pytest.raises(ValueError, match=r"LSTM 'core': expected prev_state.cell with size 3 on axis -1, got shape \(2, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"LSTM 'core': expected prev_state.cell with size 3 on axis -1, got shape \(2, 4\)"
+    ):
         lstm(tf.ones([2, 4]), core.LSTMState(state.hidden, tf.zeros([2, 4])))
     with pytest.raises(TypeError, match=r"LSTM 'core': prev_state.hidden has dtype float64"):
         lstm(tf.ones([2, 4]), core.LSTMState(tf.zeros([2, 3], tf.float64), state.cell))
@@ -413,11 +423,19 @@ def test_bad_core_inputs():
         gru(tf.ones([2, 4]), tf.zeros([2, 2]))
 
     conv = core.Conv2DLSTM([4, 4, 2], 3, 3)
-    with pytest.raises(ValueError, match=r"Conv2DLSTM 'conv2_dlstm': expected inputs of shape \[batch, 4, 4, 2\] \(input_shape, NHWC\), got shape \(1, 5, 4, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"Conv2DLSTM 'conv2_dlstm': expected inputs of shape \[batch, 4, 4, "
+            r"2\] \(input_shape, NHWC\), got shape \(1, 5, 4, 2\)"
+        ),
+    ):
         conv(tf.ones([1, 5, 4, 2]), conv.initial_state(1))
 
     deep = core.DeepRNN([core.LSTM(2), core.GRU(2)], name="deep")
-    with pytest.raises(ValueError, match=r"DeepRNN 'deep': prev_state must hold one state per recurrent core \(2\), got 1"):
+    with pytest.raises(
+        ValueError, match=r"DeepRNN 'deep': prev_state must hold one state per recurrent core \(2\), got 1"
+    ):
         deep(tf.ones([1, 2]), deep.initial_state(1)[:1])
 
 
@@ -443,11 +461,18 @@ def test_bad_unroll_inputs():
     state = lstm.initial_state(2)
     with pytest.raises(ValueError, match="dynamic_unroll: input_sequence must have at least one time step, got 0"):
         core.dynamic_unroll(lstm, tf.zeros([0, 2, 4]), state)
-    with pytest.raises(ValueError, match=r"static_unroll: the input_sequence tensors disagree on the number of time steps: \[2, 3\]"):
+    with pytest.raises(
+        ValueError, match=r"static_unroll: the input_sequence tensors disagree on the number of time steps: \[2, 3\]"
+    ):
         core.static_unroll(lstm, (tf.zeros([2, 2, 4]), tf.zeros([3, 2, 4])), state)
-    with pytest.raises(ValueError, match=r"dynamic_unroll: every input_sequence tensor must be \[T, B, ...\] \(rank >= 2\), got shape \(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"dynamic_unroll: every input_sequence tensor must be \[T, B, ...\] \(rank >= 2\), got shape \(3,\)",
+    ):
         core.dynamic_unroll(lstm, tf.zeros([3]), state)
-    with pytest.raises(ValueError, match=r"dynamic_unroll: sequence_length must have shape \[batch\] = \[2\], got shape \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"dynamic_unroll: sequence_length must have shape \[batch\] = \[2\], got shape \(3,\)"
+    ):
         core.dynamic_unroll(lstm, tf.zeros([3, 2, 4]), state, sequence_length=[1, 2, 3])
     with pytest.raises(TypeError, match="dynamic_unroll: sequence_length must be integers, got dtype float32"):
         core.dynamic_unroll(lstm, tf.zeros([3, 2, 4]), state, sequence_length=[1.0, 2.0])
@@ -504,7 +529,10 @@ def test_badly_structured_state_names_the_core(traced):
     lstm(x, lstm.initial_state(2))
     # A fresh tf.function per call: one whose first call failed cannot be reused.
     run = (lambda *args: tf.function(lstm)(*args)) if traced else lstm
-    expected = r"LSTM 'core': prev_state must be LSTMState\(hidden=\[batch, 3\], cell=\[batch, 3\]\), as initial_state\(batch_size\) makes it; got "
+    expected = (
+        r"LSTM 'core': prev_state must be LSTMState\(hidden=\[batch, 3\], "
+        r"cell=\[batch, 3\]\), as initial_state\(batch_size\) makes it; got "
+    )
     with pytest.raises(ValueError, match=expected + r"a tuple of length 1: \(tensor \(2, 3\)\)"):
         run(x, (h,))
     with pytest.raises(ValueError, match=expected + r"a single tensor \(2, 3\)"):
@@ -512,14 +540,24 @@ def test_badly_structured_state_names_the_core(traced):
     with pytest.raises(ValueError, match=expected + "None"):
         run(x, None)
     projected = core.LSTM(4, projection_size=2, name="p")
-    with pytest.raises(ValueError, match=r"LSTM 'p': prev_state must be LSTMState\(hidden=\[batch, 2\], cell=\[batch, 4\]\)"):
+    with pytest.raises(
+        ValueError, match=r"LSTM 'p': prev_state must be LSTMState\(hidden=\[batch, 2\], cell=\[batch, 4\]\)"
+    ):
         projected(x, [h, h, h])
 
     gru = core.GRU(3)
-    with pytest.raises(ValueError, match=r"GRU 'gru': prev_state must be one tensor \[batch, 3\], .* got a LSTMState of length 2"):
+    with pytest.raises(
+        ValueError, match=r"GRU 'gru': prev_state must be one tensor \[batch, 3\], .* got a LSTMState of length 2"
+    ):
         gru(x, core.LSTMState(h, h))
     conv = core.Conv2DLSTM([4, 4, 2], 3, 3)
-    with pytest.raises(ValueError, match=r"Conv2DLSTM 'conv2_dlstm': prev_state must be LSTMState\(hidden=\[batch, 4, 4, 3\], cell=\[batch, 4, 4, 3\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"Conv2DLSTM 'conv2_dlstm': prev_state must be "
+            r"LSTMState\(hidden=\[batch, 4, 4, 3\], cell=\[batch, 4, 4, 3\]\)"
+        ),
+    ):
         conv(tf.ones([2, 4, 4, 2]), conv.initial_state(2).hidden)
 
 

@@ -85,8 +85,14 @@ def test_traced_values_match_eager(jit):
 
 def test_numpy_scalars_are_numbers():
     pairs = [
-        (schedules.CosineDecay(np.float32(0.5), np.int64(8), np.float64(0.25), np.int32(2)), schedules.CosineDecay(0.5, 8, 0.25, 2)),
-        (schedules.PiecewiseConstant([np.int64(2)], [np.float32(0.5), 0.25]), schedules.PiecewiseConstant([2], [0.5, 0.25])),
+        (
+            schedules.CosineDecay(np.float32(0.5), np.int64(8), np.float64(0.25), np.int32(2)),
+            schedules.CosineDecay(0.5, 8, 0.25, 2),
+        ),
+        (
+            schedules.PiecewiseConstant([np.int64(2)], [np.float32(0.5), 0.25]),
+            schedules.PiecewiseConstant([2], [0.5, 0.25]),
+        ),
     ]
     for ours, plain in pairs:
         for step in STEPS:

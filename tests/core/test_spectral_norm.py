@@ -173,20 +173,33 @@ def test_half_precision_iterates_in_float32(rng):
 
 def test_bad_inputs():
     sn = core.SpectralNorm(name="sn")
-    with pytest.raises(ValueError, match=r"SpectralNorm 'sn': expected weight of rank at least 2 \[\.\.\., inputs, outputs\], got shape \(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"SpectralNorm 'sn': expected weight of rank at least 2 \[\.\.\., inputs, outputs\], got shape \(3,\)",
+    ):
         sn(tf.ones([3]), is_training=True)
     with pytest.raises(TypeError, match=r"SpectralNorm 'sn': weight must be floating point, got dtype int32"):
         sn(tf.ones([3, 2], tf.int32), is_training=True)
     sn(tf.ones([3, 3, 2, 4]), is_training=True)
-    with pytest.raises(ValueError, match=r"SpectralNorm 'sn': expected a weight of shape \(3, 3, 2, 4\) \(the first call's\), got shape \(3, 3, 2, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"SpectralNorm 'sn': expected a weight of shape \(3, 3, 2, 4\) "
+            r"\(the first call's\), got shape \(3, 3, 2, 5\)"
+        ),
+    ):
         sn(tf.ones([3, 3, 2, 5]), is_training=False)
-    with pytest.raises(TypeError, match=r"SpectralNorm 'sn': weight elements have dtype float64, but the module works in float32"):
+    with pytest.raises(
+        TypeError, match=r"SpectralNorm 'sn': weight elements have dtype float64, but the module works in float32"
+    ):
         sn(tf.ones([3, 3, 2, 4], tf.float64), is_training=False)
     with pytest.raises(ValueError, match=r"SpectralNorm 'spectral_norm': n_steps must be a positive int, got 0"):
         core.SpectralNorm(n_steps=0)
     with pytest.raises(ValueError, match=r"SpectralNorm 'spectral_norm': eps must be a positive number, got 0"):
         core.SpectralNorm(eps=0)
-    with pytest.raises(TypeError, match=r"SpectralNorm 'sn': is_training must be a bool or a boolean scalar tensor, got 'no'"):
+    with pytest.raises(
+        TypeError, match=r"SpectralNorm 'sn': is_training must be a bool or a boolean scalar tensor, got 'no'"
+    ):
         sn(tf.ones([3, 3, 2, 4]), is_training="no")
     with pytest.raises(TypeError, match=r"SpectralNorm 'sn': is_training must be a boolean scalar, got dtype float32"):
         sn(tf.ones([3, 3, 2, 4]), is_training=tf.constant(1.0))

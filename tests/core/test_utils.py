@@ -43,7 +43,9 @@ def test_port_variables_from_sonnet_mlp():
 def test_port_variables_errors_name_the_problem():
     src, dst = Pair(), core.Linear(3)
     src(tf.ones([1, 4])), dst(tf.ones([1, 4]))
-    with pytest.raises(ValueError, match=r"only in the destination: \['b', 'w'\]; only in the source: \['a/b', 'a/w', 'b/b', 'b/w'\]"):
+    with pytest.raises(
+        ValueError, match=r"only in the destination: \['b', 'w'\]; only in the source: \['a/b', 'a/w', 'b/b', 'b/w'\]"
+    ):
         core.utils.port_variables(src, dst)
     wide = core.Linear(3)
     wide(tf.ones([1, 5]))
@@ -88,8 +90,19 @@ def test_is_int_takes_python_and_numpy_integers_but_not_bools():
 
 @pytest.mark.parametrize(
     "data_format,index",
-    [("channels_last", -1), ("NHWC", -1), ("NWC", -1), ("BTD", -1), ("TBHWD", -1),
-     ("channels_first", 1), ("NCHW", 1), ("NCW", 1), ("HWNC", None), ("NCHWC", None), (None, None)],
+    [
+        ("channels_last", -1),
+        ("NHWC", -1),
+        ("NWC", -1),
+        ("BTD", -1),
+        ("TBHWD", -1),
+        ("channels_first", 1),
+        ("NCHW", 1),
+        ("NCW", 1),
+        ("HWNC", None),
+        ("NCHWC", None),
+        (None, None),
+    ],
 )
 def test_channel_index_reads_the_data_format(data_format, index):
     assert utils.channel_index(data_format) == index

@@ -141,7 +141,9 @@ def test_key_equal_to_a_row_reads_that_row(strength_op):
     rng = np.random.RandomState(5)
     memory = rng.normal(size=[B, N, W])
     keys = memory[:, [4, 0], :]  # two heads: rows 4 and 0
-    weights = addressing.cosine_weights(tf.constant(memory), tf.constant(keys), tf.constant(np.full([B, 2], 100.0)), strength_op)
+    weights = addressing.cosine_weights(
+        tf.constant(memory), tf.constant(keys), tf.constant(np.full([B, 2], 100.0)), strength_op
+    )
     weights = tf.cast(weights, tf.float64).numpy()
     np.testing.assert_array_equal(weights.argmax(-1), [[4, 0]] * B)
     assert weights.max(-1).min() > 0.99
@@ -153,8 +155,12 @@ def test_masks_compare_only_the_masked_part():
     memory[0, 1] = [0, 1, 1, 0]
     key = np.array([[[1, 0, 1, 0]]], np.float64)
     masks = np.array([[[1, 1, 0, 0]]], np.float64)
-    unmasked = addressing.cosine_weights(tf.constant(memory), tf.constant(key), tf.constant(np.full([1, 1], 50.0))).numpy()
-    masked = addressing.cosine_weights(tf.constant(memory), tf.constant(key), tf.constant(np.full([1, 1], 50.0)), masks=tf.constant(masks)).numpy()
+    unmasked = addressing.cosine_weights(
+        tf.constant(memory), tf.constant(key), tf.constant(np.full([1, 1], 50.0))
+    ).numpy()
+    masked = addressing.cosine_weights(
+        tf.constant(memory), tf.constant(key), tf.constant(np.full([1, 1], 50.0)), masks=tf.constant(masks)
+    ).numpy()
     assert unmasked[0, 0].argmax() == 1 and masked[0, 0].argmax() == 0
 
 

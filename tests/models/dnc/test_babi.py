@@ -37,7 +37,7 @@ def test_parse_stories_and_answer_positions():
     first = stories[0]
     assert first.tokens[:6] == ("mary", "moved", "to", "the", "bathroom", ".")
     dash = first.tokens.index("-")
-    assert first.tokens[dash - 4:dash + 1] == ("where", "is", "mary", "?", "-")
+    assert first.tokens[dash - 4 : dash + 1] == ("where", "is", "mary", "?", "-")
     assert first.answers[dash] == "bathroom" and first.question[dash] == 0
     assert [a for a in first.answers if a] == ["bathroom", "hallway"]
     assert sorted(set(q for q in first.question if q >= 0)) == [0, 1]
@@ -80,8 +80,12 @@ def test_per_task_error_counts_a_question_wrong_if_any_word_is(data_dir):
 
     def oracle(observations, wrong_words=()):
         # Peek at the test set's answers, in test-story order, to build perfect logits.
-        batch = next(b for b in _batches(task) if b.observations.shape == observations.shape
-                     and np.array_equal(b.observations.numpy(), observations.numpy()))
+        batch = next(
+            b
+            for b in _batches(task)
+            if b.observations.shape == observations.shape
+            and np.array_equal(b.observations.numpy(), observations.numpy())
+        )
         targets = batch.targets.numpy().copy()
         for word in wrong_words:
             targets[targets == task.vocab.id(word)] = task.vocab.id("the")
@@ -101,7 +105,7 @@ def test_per_task_error_counts_a_question_wrong_if_any_word_is(data_dir):
 
 def _batches(task):
     for start in range(0, len(task.test_stories), task.eval_batch_size):
-        yield babi.encode(task.test_stories[start:start + task.eval_batch_size], task.vocab)
+        yield babi.encode(task.test_stories[start : start + task.eval_batch_size], task.vocab)
 
 
 def test_training_batches_are_a_function_of_seed_and_step(data_dir):

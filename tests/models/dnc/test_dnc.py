@@ -35,8 +35,11 @@ def test_repeat_copy_defaults_have_43980_parameters():
     assert model.access.interface_size == 135
 
 
-@pytest.mark.parametrize("options", [{}, dict(masking=True, deallocation=True, link_sharpening=True, strength_op="oneplus")],
-                         ids=["deepmind", "csordas"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, dict(masking=True, deallocation=True, link_sharpening=True, strength_op="oneplus")],
+    ids=["deepmind", "csordas"],
+)
 def test_eager_function_and_xla_agree_on_any_batch_size(options):
     model = tiny(**options)
     x = tf.random.normal([5, 3, 7])
@@ -107,7 +110,9 @@ def test_checkpointed_unroll_gives_the_same_gradients():
 
 def test_bad_inputs():
     model = tiny()
-    with pytest.raises(ValueError, match=r"DNC 'dnc': expected inputs of rank 2 \[batch, input_size\], got shape \(2, 3, 7\)"):
+    with pytest.raises(
+        ValueError, match=r"DNC 'dnc': expected inputs of rank 2 \[batch, input_size\], got shape \(2, 3, 7\)"
+    ):
         model(tf.zeros([2, 3, 7]), model.initial_state(2))
     with pytest.raises(TypeError, match=r"DNC 'dnc': inputs have dtype float64, but the module works in float32"):
         model(tf.zeros([2, 7], tf.float64), model.initial_state(2))

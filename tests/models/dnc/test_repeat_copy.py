@@ -25,12 +25,14 @@ def test_layout_of_every_sequence():
     assert set(lengths) == {1, 2, 3} and set(repeats) == {1, 2, 3}
     for b, (length, r) in enumerate(zip(lengths, repeats)):
         np.testing.assert_array_equal(obs[0, b], [0, 0, 0, 1, 0])  # start flag
-        pattern = obs[1:length + 1, b, :3]
+        pattern = obs[1 : length + 1, b, :3]
         first = length + 2
-        np.testing.assert_array_equal(tgt[first:first + length * r, b, :3], np.tile(pattern, (r, 1)))
+        np.testing.assert_array_equal(tgt[first : first + length * r, b, :3], np.tile(pattern, (r, 1)))
         np.testing.assert_array_equal(tgt[first + length * r, b], [0, 0, 0, 1])  # end marker
-        np.testing.assert_array_equal(mask[:, b], [0] * first + [1] * (length * r + 1) + [0] * (task.time_steps - first - length * r - 1))
-        assert obs[length + 2:, b].sum() == 0 and tgt[:first, b].sum() == 0
+        np.testing.assert_array_equal(
+            mask[:, b], [0] * first + [1] * (length * r + 1) + [0] * (task.time_steps - first - length * r - 1)
+        )
+        assert obs[length + 2 :, b].sum() == 0 and tgt[:first, b].sum() == 0
 
 
 def test_same_seed_same_batch_other_seed_other_batch():

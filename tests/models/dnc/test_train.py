@@ -36,8 +36,9 @@ def weights(workdir):
 
 def test_loss_halves_in_a_thousand_steps(tmp_path):
     # smoke.gin: the repeat-copy defaults with learning rate 1e-3 (10x DeepMind's).
-    result = run(tmp_path, "train.num_steps=1000", "train.log_every=100", "train.eval_every=1000",
-                 "train.checkpoint_every=1000")
+    result = run(
+        tmp_path, "train.num_steps=1000", "train.log_every=100", "train.eval_every=1000", "train.checkpoint_every=1000"
+    )
     first, last = result["history"][0], result["history"][-1]
     assert first["step"] == 100 and last["step"] == 1000
     assert first["loss"] > 9.0  # near the 11.26 nats of knowing nothing
@@ -59,8 +60,9 @@ def test_resumed_run_continues_where_it_stopped(tmp_path):
 
 
 def test_mirrored_training_keeps_replicas_equal(tmp_path, mirrored):
-    result = run(tmp_path, "train.num_steps=3", "train.log_every=1", "train.eval_every=3", NO_GENERALIZATION,
-                 strategy=mirrored)
+    result = run(
+        tmp_path, "train.num_steps=3", "train.log_every=1", "train.eval_every=3", NO_GENERALIZATION, strategy=mirrored
+    )
     assert result["step"] == 3 and np.isfinite(result["train"]["loss"])
     variables = result["model"].variables + result["optimizer"].variables
     assert len(variables) > 7
@@ -74,9 +76,21 @@ def test_mirrored_training_keeps_replicas_equal(tmp_path, mirrored):
 def test_command_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     out = subprocess.run(
-        [sys.executable, "-m", "models.dnc.train", f"--workdir={tmp_path}", f"--gin_config={SMOKE}",
-         "--gin_bindings=train.num_steps=10", "--gin_bindings=train.eval_every=10", "--seed=3"],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "models.dnc.train",
+            f"--workdir={tmp_path}",
+            f"--gin_config={SMOKE}",
+            "--gin_bindings=train.num_steps=10",
+            "--gin_bindings=train.eval_every=10",
+            "--seed=3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "10/10" in out.stdout and "eval held_out" in out.stdout
