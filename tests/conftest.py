@@ -19,6 +19,13 @@ NUM_REPLICAS = 4
 REPLICA_DEVICES = distribute.logical_cpus(NUM_REPLICAS)
 
 
+def pytest_generate_tests(metafunc):
+    """Runs each shared conformance check over the `ENTRIES` of the module it is in."""
+    entries = getattr(metafunc.module, "ENTRIES", None)
+    if "entry" in metafunc.fixturenames and entries is not None:
+        metafunc.parametrize("entry", entries, ids=[e.name for e in entries])
+
+
 @pytest.fixture(scope="session")
 def mirrored():
     """The MirroredStrategy over the four logical CPUs, one per test process.

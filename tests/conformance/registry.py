@@ -1,16 +1,20 @@
-"""The conformance registry: every public module, with a small constructor and input.
+"""The conformance registry: every public module of the core, with a small constructor and input.
 
-Each entry is run through the shared tests in `test_conformance.py` (eager vs
-tf.function vs XLA, checkpoints, SavedModel, MirroredStrategy, deepcopy, variable
-names). Covering a new module takes one `Entry(...)` line here; `test_registry_is_complete`
-fails while a public module class has none.
+Each entry is run through the shared checks in `suite.py` (eager vs tf.function vs
+XLA, checkpoints, SavedModel, MirroredStrategy, deepcopy, variable names) by
+`test_conformance.py`. Covering a new core module takes one `Entry(...)` line here;
+`test_every_public_module_has_an_entry` fails while a public module class has none.
+Models keep their entries with their own tests (`tests/models/<model>/test_conformance.py`),
+built from the same `Entry`.
 
 Inputs are NumPy arrays drawn from a generator the test passes in, so each replica of a
 multi-replica test gets different data.
 """
 
 import dataclasses
+import importlib
 import inspect
+import pkgutil
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +23,6 @@ import numpy as np
 import tensorflow as tf
 
 import core
-from models.dnc import dnc
 
 Inputs = tuple
 Forward = Callable[[tf.Module, Inputs, bool], Any]
@@ -302,32 +305,7 @@ ENTRIES: list[Entry] = [
         forward=call_training,
         updates_itself=True,
     ),
-    # --- models ---------------------------------------------------------------------
-    # The DNC core, unrolled over 3 steps (time-major) from its initial state. The
-    # forward returns the outputs and the last read words, not the memory state: where
-    # two slots' usages nearly tie, rounding can rank them either way and the state
-    # comes out permuted across slots (tests/models/dnc/test_dnc.py checks the state up
-    # to that permutation); what the model computes does not depend on it.
-    Entry("DNC", dnc.DNC, lambda: _dnc(), normal(3, 2, 5), forward=lambda m, x, t: _unroll(m, x[0])),
-    Entry(
-        "DNC_csordas",
-        dnc.DNC,
-        lambda: _dnc(masking=True, deallocation=True, link_sharpening=True, strength_op="oneplus", num_writes=2),
-        normal(3, 2, 5),
-        forward=lambda m, x, t: _unroll(m, x[0]),
-    ),
 ]
-
-
-def _dnc(**access) -> dnc.DNC:
-    config = dict(memory_size=6, word_size=4, num_reads=2, num_writes=1)
-    config.update(access)
-    return dnc.DNC(config, dict(hidden_size=8), output_size=3, clip_value=20)
-
-
-def _unroll(model: dnc.DNC, x: tf.Tensor) -> Any:
-    outputs, state = core.dynamic_unroll(model, x, model.initial_state(tf.shape(x)[1]))
-    return outputs, state.access_output
 
 
 # --- optimizers: the test-only harness of the optimizer entries --------------------------
@@ -361,6 +339,26 @@ class OptimizerHarness(core.Module):
 
 # Abstract bases and the base class itself have no entry of their own.
 NOT_CONCRETE = {core.Module}
+
+
+def module_classes_in(package: str) -> set[type]:
+    """Every public concrete `tf.Module` subclass defined in a package's modules (a model's)."""
+    found = set()
+    root = importlib.import_module(package)
+    for info in pkgutil.walk_packages(root.__path__, package + "."):
+        if info.name.rsplit(".", 1)[-1].startswith("_") or info.name.endswith(".train"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if (
+                not name.startswith("_")
+                and isinstance(obj, type)
+                and issubclass(obj, tf.Module)
+                and obj.__module__ == module.__name__
+                and not getattr(obj, "__abstractmethods__", None)
+            ):
+                found.add(obj)
+    return found
 
 
 def public_module_classes() -> set[type]:

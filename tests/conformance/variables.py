@@ -1,33 +1,35 @@
-"""Regenerates variables.json, the checked-in list of every entry's variables.
+"""Regenerates a test module's variables.json, the checked-in list of its entries' variables.
 
-    python -m tests.conformance.variables            # rewrite the whole list
-    python -m tests.conformance.variables Linear     # only the named entries
+    python -m tests.conformance.variables                                    # the core's list
+    python -m tests.conformance.variables tests.models.dnc.test_conformance  # a model's
+    python -m tests.conformance.variables tests.conformance.test_conformance Linear  # named entries
 
 Review the diff before committing it: a changed line is a renamed or reshaped variable,
 which breaks users' checkpoints.
 """
 
+import importlib
 import json
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests.conformance import test_conformance as shared  # noqa: E402
-from tests.conformance.registry import ENTRIES  # noqa: E402
+from tests.conformance import suite  # noqa: E402
 
 
-def main(names: list[str]) -> None:
-    path = shared.VARIABLES_FILE
+def main(test_module: str, names: list[str]) -> None:
+    module = importlib.import_module(test_module)
+    path = suite.variables_file(module)
     listing = {}
     if names and os.path.exists(path):
         with open(path) as f:
             listing = json.load(f)
-    for entry in ENTRIES:
+    for entry in module.ENTRIES:
         if not names or entry.name in names:
-            module, _ = shared.build(entry)
-            listing[entry.name] = shared.describe_variables(module)
-    known = {e.name for e in ENTRIES}
+            built, _ = suite.build(entry)
+            listing[entry.name] = suite.describe_variables(built)
+    known = {e.name for e in module.ENTRIES}
     listing = {k: v for k, v in sorted(listing.items()) if k in known}
     with open(path, "w") as f:
         json.dump(listing, f, indent=1)
@@ -36,4 +38,5 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    main(args[0] if args else "tests.conformance.test_conformance", args[1:])
