@@ -1,10 +1,17 @@
-"""Convolutions over one, two or three spatial axes: Conv1D, Conv2D, Conv3D."""
+"""Convolutions over one, two or three spatial axes: Conv1D, Conv2D, Conv3D.
+
+Also the layout helpers every convolution in the core shares (`in_supported_layout`):
+channels-first data runs on the device's own channels-first kernels where it has them,
+and through its channels-last kernels between two transposes where it does not.
+"""
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import context
 
 from core import initializers, utils
 from core.module import Module, once
@@ -14,6 +21,169 @@ PadFn = Callable[[int], Sequence[int]]
 
 # The two layouts each rank supports: channels last (the default) and channels first.
 DATA_FORMATS = {1: ("NWC", "NCW"), 2: ("NHWC", "NCHW"), 3: ("NDHWC", "NCDHW")}
+
+
+# --- Layouts and dilations the device has kernels for ------------------------------------
+#
+# TensorFlow's CPU convolution kernels take channels-last data only: in TensorFlow 2.21 a
+# channels-first Conv2D, Conv3D or their gradients raise `UnimplementedError` or
+# `InvalidArgumentError` ("only supports the NHWC tensor format") on the CPU, in eager
+# mode and in a `tf.function`. oneDNN (`TF_ENABLE_ONEDNN_OPTS=1`, on by default on most
+# Intel CPUs, off on many AMD ones) brings channels-first kernels, but for float32 only:
+# float64, float16 and bfloat16 still fail there. Neither CPU path has a dilated
+# transposed convolution in channels-last layout (the op that `rate` > 1 needs). GPUs
+# (cuDNN) have all of these; XLA accepts every layout. Which device lacks what is
+# therefore found out, not assumed: the first convolution that needs a kernel of the
+# kind probes each device type the process has with a tiny convolution and both its
+# gradients, once per (device type, rank, dtype, layout), and keeps the answer.
+
+_RAW = tf.raw_ops
+CHANNELS_LAST = {n: formats[0] for n, formats in DATA_FORMATS.items()}
+# Permutations between channels first and last; NumPy arrays, which eager ops take faster than lists.
+_TO_LAST = {n: np.array([0, *range(2, n + 2), 1], np.int32) for n in DATA_FORMATS}
+_TO_FIRST = {n: np.array([0, n + 1, *range(1, n + 1)], np.int32) for n in DATA_FORMATS}
+# Device types whose convolutions are compiled by XLA, which takes any layout: never probed.
+_ANY_LAYOUT = frozenset({"TPU"})
+
+# A kernel kind: (spatial axes, dtype, data_format, dilated transposed convolution or not).
+Kind = tuple[int, tf.DType, str, bool]
+_KERNELS: dict[tuple[str, Kind], bool] = {}  # (device type, kind) -> what the probe found
+# kind -> True or False when every device type agrees, None when they differ.
+_EVERYWHERE: dict[Kind, bool | None] = {}
+_DEVICE_TYPES: list[str] = []  # the process's device types, read once
+
+
+def device_types() -> list[str]:
+    """The types of the devices this process can place ops on ("CPU", "GPU", ...), read once."""
+    if not _DEVICE_TYPES:
+        found = dict.fromkeys(d.device_type for d in tf.config.list_logical_devices())
+        _DEVICE_TYPES.extend(t for t in found if t != "TPU_SYSTEM")
+    return list(_DEVICE_TYPES)
+
+
+def _probe(device_type: str, kind: Kind) -> bool:
+    """Runs a tiny convolution of `kind` and the ops of both its gradients on `device_type`.
+
+    The gradient ops are called directly: a gradient tape records nothing inside the
+    `tf.init_scope` that runs the probe eagerly while a function is being traced.
+    """
+    n, dtype, data_format, dilated_transpose = kind
+    first = data_format[1] == "C"
+    n = max(n, 2)  # TensorFlow runs a 1-D convolution as a 2-D one of height 1
+    ops = {2: ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")}
+    ops[3] = ("Conv3D", "Conv3DBackpropInputV2", "Conv3DBackpropFilterV2")
+    conv, input_grad, filter_grad = (getattr(_RAW, op) for op in ops[n])
+    shape = [1, 1, *[4] * n] if first else [1, *[4] * n, 1]
+    rate = 2 if dilated_transpose else 1
+    options = dict(
+        strides=[1] * (n + 2),
+        padding="SAME",
+        data_format=DATA_FORMATS[n][1 if first else 0],
+        dilations=[1, 1, *[rate] * n] if first else [1, *[rate] * n, 1],
+    )
+    with tf.init_scope(), tf.device(f"/{device_type}:0"):  # eagerly, even while tracing
+        try:
+            x, w = tf.zeros(shape, dtype), tf.zeros([2] * n + [1, 1], dtype)
+            # A convolution's input gradient is the transposed convolution, and back.
+            conv(input=x, filter=w, **options).numpy()
+            input_grad(input_sizes=shape, filter=w, out_backprop=x, **options).numpy()
+            filter_grad(input=x, filter_sizes=w.shape.as_list(), out_backprop=x, **options).numpy()
+        except tf.errors.OpError:
+            return False
+    return True
+
+
+def has_kernels(
+    device_type: str, num_spatial: int, dtype: tf.DType, data_format: str, dilated_transpose: bool = False
+) -> bool:
+    """Whether `device_type` convolves `dtype` data laid out as `data_format` over
+    `num_spatial` axes, forward and backward; with `dilated_transpose`, whether it runs
+    transposed convolutions with a dilation rate > 1 in that layout.
+
+    Probed once per question and cached; device types compiled by XLA (TPU) are not
+    probed: XLA takes every layout and dilation.
+    """
+    kind = (num_spatial, tf.as_dtype(dtype), data_format, bool(dilated_transpose))
+    key = (device_type, kind)
+    if key not in _KERNELS:
+        _KERNELS[key] = device_type in _ANY_LAYOUT or _probe(device_type, kind)
+    return _KERNELS[key]
+
+
+def _scope_device_type() -> str | None:
+    """The device type of the innermost `tf.device` scope, or None where there is none."""
+    if tf.executing_eagerly():
+        name = context.context().device_name
+    else:
+        name = tf.no_op().device  # a graph op takes the scope's device; unused, it is pruned
+    return tf.DeviceSpec.from_string(name).device_type if name else None
+
+
+def runs_natively(num_spatial: int, dtype: tf.DType, data_format: str, dilated_transpose: bool = False) -> bool:
+    """Whether a convolution made here has a kernel (see `has_kernels`) on the device it runs on.
+
+    Channels-last convolutions always have one, unless `dilated_transpose`. Otherwise:
+    when every device type of the process answers alike (a CPU-only machine, a GPU
+    machine whose CPU has the kernels), that answer, cached. When they differ, the
+    device of the enclosing `tf.device` scope decides, and without one the device
+    TensorFlow places a convolution on: the first GPU if there is one, else the CPU.
+    """
+    if data_format[-1] == "C" and not dilated_transpose:
+        return True
+    kind = (num_spatial, tf.as_dtype(dtype), data_format, bool(dilated_transpose))
+    if kind not in _EVERYWHERE:
+        answers = {has_kernels(t, *kind) for t in device_types()}
+        _EVERYWHERE[kind] = answers.pop() if len(answers) == 1 else None
+    everywhere = _EVERYWHERE[kind]
+    if everywhere is not None:
+        return everywhere
+    device_type = _scope_device_type() or ("GPU" if "GPU" in device_types() else "CPU")
+    return has_kernels(device_type, *kind)
+
+
+def in_supported_layout(fn: Callable[[Any, str], tf.Tensor], inputs: Any, data_format: str) -> tf.Tensor:
+    """`fn(inputs, data_format)`, on channels-last kernels where channels first has none.
+
+    Where `data_format` is channels first ("NCW", "NCHW", "NCDHW") and the device has no
+    kernel for it (`runs_natively`), `fn` gets channels-last copies of `inputs` (a
+    tensor or a nest of them) with the matching channels-last format, and its output is
+    transposed back: the same result, forward and gradient, in eager mode, in a
+    `tf.function` and under XLA, for the cost of the transposes. Elsewhere `fn` runs on
+    `inputs` as they are.
+
+    Args:
+      fn: computes a convolution's output from `inputs` in the layout it is given.
+      inputs: a tensor, or a nest of tensors of one dtype, all in `data_format`.
+      data_format: a layout of `DATA_FORMATS`.
+
+    Returns:
+      `fn`'s output, in `data_format`.
+    """
+    n = len(data_format) - 2
+    if data_format[-1] == "C" or runs_natively(n, tf.nest.flatten(inputs)[0].dtype, data_format):
+        return fn(inputs, data_format)
+    last = tf.nest.map_structure(lambda x: _RAW.Transpose(x=x, perm=_TO_LAST[n]), inputs)
+    return _RAW.Transpose(x=fn(last, CHANNELS_LAST[n]), perm=_TO_FIRST[n])
+
+
+def dilate_kernel(w: tf.Tensor, rate: Sequence[int]) -> tf.Tensor:
+    """`w` [*kernel_shape, a, b] with `rate - 1` zeros between its taps along each spatial axis.
+
+    A convolution at rate 1 with the result is the convolution with `w` at `rate`, for
+    devices with no kernel for the dilated one (at (dilated size / kernel size) times
+    the arithmetic).
+    """
+    for axis, r in enumerate(rate):
+        if r == 1:
+            continue
+        shape = w.shape.as_list()
+        k = shape[axis]
+        pad = [[0, 0]] * (len(shape) + 1)
+        pad[axis + 1] = [0, r - 1]
+        spread = tf.pad(tf.expand_dims(w, axis + 1), pad)  # each tap followed by r - 1 zeros
+        spread = tf.reshape(spread, shape[:axis] + [k * r] + shape[axis + 1 :])
+        w = tf.gather(spread, tf.range((k - 1) * r + 1), axis=axis)  # without the zeros after the last tap
+    return w
 
 
 def per_axis(module: Module, value: IntOrSeq, n: int, what: str) -> tuple[int, ...]:
@@ -208,16 +378,20 @@ class _ConvND(Module):
                 self._too_small(shape, axis, size)
         if self._paddings is not None:
             inputs = tf.pad(inputs, self._paddings)
+        return in_supported_layout(self._convolve, inputs, self.data_format)
+
+    def _convolve(self, inputs: tf.Tensor, data_format: str) -> tf.Tensor:
+        """The convolution and bias of padded `inputs` laid out as `data_format`."""
         outputs = tf.nn.convolution(
             inputs,
             self.w,
             strides=self.stride,
             padding=self._tf_padding,
             dilations=self.rate,
-            data_format=self.data_format,
+            data_format=data_format,
         )
         if self.with_bias:
-            outputs = tf.nn.bias_add(outputs, self.b, data_format=self.data_format)
+            outputs = tf.nn.bias_add(outputs, self.b, data_format=data_format)
         return outputs
 
     def _too_small(self, shape: tf.TensorShape, axis: int, size: int) -> None:
@@ -258,8 +432,11 @@ _ARGS_DOC = """
         inputs (LeCun et al., 1998, "Efficient BackProp"); the truncation makes it
         about 0.77 times the inputs'.
       b_init: initializer of `b`; zeros by default.
-      data_format: {formats}. Both layouts run on CPU
-        (eager, tf.function and XLA) in TF 2.21.
+      data_format: {formats}. Both layouts run on every
+        device, eagerly, in a `tf.function` and under XLA: channels first runs on the
+        device's channels-first kernels where it has them (GPUs; CPUs with oneDNN, in
+        float32), else on its channels-last kernels between two transposes
+        (`in_supported_layout`).
       name: module name.
 
     Raises:

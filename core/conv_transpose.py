@@ -14,9 +14,12 @@ from core.conv import (
     channel_axis,
     check_first_inputs,
     check_inputs,
+    dilate_kernel,
+    in_supported_layout,
     known_input_channels,
     make_variables,
     per_axis,
+    runs_natively,
 )
 from core.module import Module, once
 
@@ -104,34 +107,44 @@ class _ConvNDTranspose(Module):
             )
         ):
             self._check(inputs)
+        return in_supported_layout(self._transpose, inputs, self.data_format)
+
+    def _transpose(self, inputs: tf.Tensor, data_format: str) -> tf.Tensor:
+        """The transposed convolution and bias of `inputs` laid out as `data_format`."""
+        w, rate = self.w, self.rate
+        if max(rate) > 1 and (
+            max(self.stride) > 1 or not runs_natively(self.NUM_SPATIAL, inputs.dtype, data_format, True)
+        ):
+            w, rate = dilate_kernel(w, rate), 1  # the same convolution, on kernels every device has
         outputs = tf.nn.conv_transpose(
             inputs,
-            self.w,
-            output_shape=self._full_output_shape(inputs),
+            w,
+            output_shape=self._full_output_shape(inputs, data_format),
             strides=self.stride,
             padding=self.padding,
-            data_format=self.data_format,
-            dilations=self.rate,
+            data_format=data_format,
+            dilations=rate,
         )
         if self.with_bias:
-            outputs = tf.nn.bias_add(outputs, self.b, data_format=self.data_format)
+            outputs = tf.nn.bias_add(outputs, self.b, data_format=data_format)
         return outputs
 
-    def _spatial(self, shape: Sequence) -> Sequence:
-        return shape[1:-1] if self._channel_axis == -1 else shape[2:]
+    def _spatial(self, shape: Sequence, data_format: str | None = None) -> Sequence:
+        """The spatial part of `shape`, laid out as `data_format` (by default the module's)."""
+        return shape[1:-1] if (data_format or self.data_format)[-1] == "C" else shape[2:]
 
-    def _full_output_shape(self, inputs: tf.Tensor) -> list | tf.Tensor:
+    def _full_output_shape(self, inputs: tf.Tensor, data_format: str) -> list | tf.Tensor:
         static = inputs.shape
         spatial = self.output_shape
         if spatial is None:
-            sizes = self._spatial(static.as_list())
+            sizes = self._spatial(static.as_list(), data_format)
             if any(s is None for s in sizes):
-                sizes = self._spatial(tf.unstack(tf.shape(inputs)))
+                sizes = self._spatial(tf.unstack(tf.shape(inputs)), data_format)
             valid = self.padding == "VALID"
             spatial = [s * st + (k - 1 if valid else 0) for s, st, k in zip(sizes, self.stride, self._effective_kernel)]
         batch = static[0] if static[0] is not None else tf.shape(inputs)[0]
         channels = [self.output_channels]
-        dims = [batch, *spatial, *channels] if self._channel_axis == -1 else [batch, *channels, *spatial]
+        dims = [batch, *spatial, *channels] if data_format[-1] == "C" else [batch, *channels, *spatial]
         return dims if all(isinstance(d, int) for d in dims) else tf.stack(dims)
 
     def _input_spatial(self) -> list[int]:
@@ -171,7 +184,11 @@ _ARGS_DOC = """
         size when stride > 1; this picks one. None computes it from the input (see
         `__call__`).
       stride: upsampling factor, an int or one per axis.
-      rate: dilation rate of the kernel, an int or one per axis.
+      rate: dilation rate of the kernel, an int or one per axis. Where the device has
+        no dilated transposed convolution (TensorFlow's CPU kernels in channels-last
+        layout, with or without oneDNN), or with stride > 1 too, the kernel is dilated
+        explicitly (zeros between its taps) and convolved at rate 1: the same result,
+        for more arithmetic.
       padding: "SAME" or "VALID": the padding of the convolution being transposed.
       with_bias: whether to add the bias `b` [output_channels].
       w_init: initializer of `w` [*kernel_shape, output_channels, input_channels]. The
@@ -180,8 +197,8 @@ _ARGS_DOC = """
         near the input's for zero-centred inputs (Ioffe & Szegedy, 2015,
         arXiv:1502.03167), as in Sonnet.
       b_init: initializer of `b`; zeros by default.
-      data_format: {formats}. Both layouts run on CPU
-        (eager, tf.function and XLA) in TF 2.21.
+      data_format: {formats}. Both layouts run on every
+        device, eagerly, in a `tf.function` and under XLA; see `core.Conv2D`.
       name: module name.
 
     Raises:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from core import initializers, utils
+from core import conv, initializers, utils
 from core.module import Module, once
 
 __all__ = [
@@ -523,7 +523,9 @@ class Conv2DLSTM(RNNCore):
     Variables as Sonnet 2's `snt.Conv2DLSTM`: `input_to_hidden/w` [kh, kw, input_channels,
     4 * output_channels], `hidden_to_hidden/w` [kh, kw, output_channels, 4 *
     output_channels] and `b` [4 * output_channels]. Unlike Sonnet's, "NCHW" works
-    (Sonnet's builds a wrong state shape and splits the wrong axis for it).
+    (Sonnet's builds a wrong state shape and splits the wrong axis for it), on every
+    device: where the device has no channels-first kernel, the convolutions run channels
+    last between transposes (`core.conv.in_supported_layout`).
 
     Args:
       input_shape: shape of one input without the batch axis, (H, W, C) or (C, H, W)
@@ -645,12 +647,16 @@ class Conv2DLSTM(RNNCore):
             or cs[0] != xs[0]
         ):
             self._check(inputs, prev_state, hidden, cell)
-        fmt = self._data_format
-        from_inputs = _raw.Conv2D(input=inputs, filter=self._input_to_hidden.w, **_CONV_OPTIONS[fmt])
-        from_hidden = _raw.Conv2D(input=hidden, filter=self._hidden_to_hidden.w, **_CONV_OPTIONS[fmt])
-        gates = _raw.BiasAdd(value=_raw.AddV2(x=from_inputs, y=from_hidden), bias=self.b, data_format=fmt)
+        gates = conv.in_supported_layout(self._gates, (inputs, hidden), self._data_format)
         next_hidden, next_cell = _lstm_cell(gates, cell, axis=self._channel_axis)
         return next_hidden, LSTMState(next_hidden, next_cell)
+
+    def _gates(self, inputs_and_hidden: tuple[tf.Tensor, tf.Tensor], fmt: str) -> tf.Tensor:
+        """z of the docstring's equations, from inputs and hidden state laid out as `fmt`."""
+        inputs, hidden = inputs_and_hidden
+        from_inputs = _raw.Conv2D(input=inputs, filter=self._input_to_hidden.w, **_CONV_OPTIONS[fmt])
+        from_hidden = _raw.Conv2D(input=hidden, filter=self._hidden_to_hidden.w, **_CONV_OPTIONS[fmt])
+        return _raw.BiasAdd(value=_raw.AddV2(x=from_inputs, y=from_hidden), bias=self.b, data_format=fmt)
 
     def _check_input_shape(self, inputs: tf.Tensor) -> None:
         shape = tf.TensorShape(inputs.shape)

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import core
 from tests.core.parity import assert_parity
+from tests.core.test_conv import sonnet_call
 
 CASES = [
     # (ours, sonnet's, constructor kwargs, input shape)
@@ -36,6 +37,14 @@ CASES = [
         (1, 2, 3, 3),
     ),
     (core.Conv3DTranspose, snt.Conv3DTranspose, dict(output_channels=2, kernel_shape=2, stride=2), (1, 2, 2, 2, 2)),
+    # Channels last at rate 2: TensorFlow's CPU kernels have no dilated transposed convolution.
+    (core.Conv2DTranspose, snt.Conv2DTranspose, dict(output_channels=2, kernel_shape=3, rate=2), (1, 4, 3, 2)),
+    (
+        core.Conv3DTranspose,
+        snt.Conv3DTranspose,
+        dict(output_channels=2, kernel_shape=2, rate=2, padding="VALID"),
+        (1, 2, 3, 2, 1),
+    ),
     (
         core.Conv3DTranspose,
         snt.Conv3DTranspose,
@@ -50,7 +59,7 @@ CASES = [
 )
 def test_matches_sonnet(ours, theirs, kwargs, shape, rng):
     x = rng.normal(size=shape).astype(np.float32)
-    assert_parity(ours(**kwargs), theirs(**kwargs), [x])
+    assert_parity(ours(**kwargs), theirs(**kwargs), [x], call_theirs=sonnet_call(kwargs, len(shape) - 2, True))
 
 
 def test_is_the_gradient_of_the_convolution(rng):
