@@ -26,6 +26,8 @@ them inside `strategy.run`. Two things are the step's business, not the modules'
      draw, so masks still differ.
 """
 
+import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,7 +38,12 @@ __all__ = [
     "state_variable",
     "num_replicas",
     "logical_cpus",
+    "make_strategy",
+    "is_chief",
+    "worker_dir",
 ]
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 _AGGREGATIONS = {
     "mean": tf.VariableAggregation.MEAN,
@@ -138,3 +145,87 @@ def logical_cpus(count: int) -> list[str]:
             "call logical_cpus before running any TensorFlow op"
         )
     return names[:count]
+
+
+def make_strategy(name: str = "default", replicas: int = 0, tpu: str | None = None) -> tf.distribute.Strategy:
+    """The `tf.distribute` strategy a training program asked for by name.
+
+    Call it first thing in a program, before any other TensorFlow op: splitting the CPU
+    into logical devices and joining a cluster both have to happen before TensorFlow
+    initialises its devices.
+
+    Args:
+      name: "default" (one device: the default strategy), "mirrored" (data parallel
+        over this machine's GPUs, or over `replicas` logical CPUs on a machine without
+        one), "multi_worker" (`MultiWorkerMirroredStrategy`, the cluster and this
+        process's place in it read from the `TF_CONFIG` environment variable) or "tpu"
+        (`TPUStrategy` on the TPU at `tpu`).
+      replicas: with "mirrored" on a machine without GPUs, split the CPU into this many
+        logical devices; 0 uses the visible devices as they are.
+      tpu: with "tpu", the TPU's name or grpc:// address ("" or "local" for a TPU VM).
+
+    Returns:
+      The strategy.
+
+    Raises:
+      ValueError: for an unknown name, a negative `replicas`, `replicas` with a strategy
+        other than "mirrored", a `tpu` address without "tpu", or "multi_worker" without
+        a `TF_CONFIG` naming a cluster.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}; got {name!r}")
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise ValueError(f"replicas must be a non-negative integer, got {replicas!r}")
+    if replicas and name != "mirrored":
+        raise ValueError(f"replicas={replicas} splits the CPU for the mirrored strategy only; the strategy is {name!r}")
+    if tpu is not None and name != "tpu":
+        raise ValueError(f"a TPU address ({tpu!r}) goes with the tpu strategy only; the strategy is {name!r}")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = None
+        if replicas and not tf.config.list_physical_devices("GPU"):
+            devices = logical_cpus(replicas)
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker":
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        if not config.get("cluster"):
+            raise ValueError(
+                "the multi_worker strategy reads the cluster from the TF_CONFIG environment variable, "
+                'e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}; '
+                "TF_CONFIG names no cluster"
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes a run's checkpoints, summaries and records.
+
+    Every process of a one-machine strategy is the chief. In a multi-worker cluster it is
+    the task of type "chief", or worker 0 when the cluster has no chief.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type == "chief":
+        return True
+    return task_type in (None, "worker") and task_id in (None, 0) and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def worker_dir(strategy: tf.distribute.Strategy, directory: str) -> str:
+    """Where this process writes: `directory` for the chief, a private folder below it for the others.
+
+    In a multi-worker cluster every worker takes part in writing a checkpoint (the
+    variables' values are gathered collectively), but only the chief's copy is kept;
+    the others write to `directory/workers/<task type>_<task id>`, which they may
+    delete afterwards.
+    """
+    if is_chief(strategy):
+        return directory
+    resolver = strategy.cluster_resolver
+    return os.path.join(directory, "workers", f"{resolver.task_type}_{resolver.task_id}")

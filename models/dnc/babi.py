@@ -29,6 +29,7 @@ import tensorflow as tf
 ANSWER = "-"
 FAIL_THRESHOLD = 0.05
 _TOKEN = re.compile(r"[a-z0-9]+|[.?]")
+_FACTS = re.compile(r"\d+( \d+)*")
 _FILE = re.compile(r"qa(\d+)_.*_(train|test)\.txt$")
 
 Batch = collections.namedtuple("Batch", ["observations", "targets", "mask", "question", "task"])
@@ -57,8 +58,9 @@ def parse(lines: Iterable[str], task: int, source: str = "<lines>") -> list[Stor
     """Stories from the lines of one bAbI file.
 
     Raises:
-      ValueError: on a line without a line number, or a question line without an answer,
-        naming the source and line.
+      ValueError: naming the source and line, on a line without a line number, a
+        question without its tab-separated answer and supporting facts (a question mark
+        in a line without a tab, or a line cut short), or a story line with a tab.
     """
     stories, tokens, answers, question = [], [], [], []
     for number, line in enumerate(lines, 1):
@@ -71,11 +73,14 @@ def parse(lines: Iterable[str], task: int, source: str = "<lines>") -> list[Stor
         if int(head) == 1 and tokens:
             stories.append(Story(task, tuple(tokens), tuple(answers), tuple(question)))
             tokens, answers, question = [], [], []
-        if "\t" in rest:
+        if "\t" in rest or "?" in rest:
+            # A question: "question?<TAB>answer<TAB>supporting fact numbers". The facts
+            # come last, so a line cut short anywhere before them is caught here.
             parts = rest.split("\t")
-            if len(parts) < 2 or not parts[1].strip():
+            if len(parts) != 3 or not parts[1].strip() or not _FACTS.fullmatch(parts[2].strip()):
                 raise ValueError(
-                    f"{source}:{number}: a question line needs 'question<TAB>answer<TAB>facts', got {line!r}"
+                    f"{source}:{number}: a question line needs 'question?<TAB>answer<TAB>supporting facts' "
+                    f"(numbers), got {line!r}; is the file cut short or are its tabs lost?"
                 )
             asked, answer = tokenize(parts[0]), parts[1]
             index = max(question, default=-1) + 1
@@ -98,6 +103,8 @@ def read_dir(data_dir: str, tasks: Sequence[int], split: str) -> list[Story]:
 
     Raises:
       FileNotFoundError: when a task has no file of that split, naming the pattern.
+      ValueError: a file that is not UTF-8 text, holds no story, or does not parse,
+        naming the file.
     """
     stories = []
     for task in tasks:
@@ -108,8 +115,15 @@ def read_dir(data_dir: str, tasks: Sequence[int], split: str) -> list[Story]:
                 "point data_dir at the unpacked tasks_1-20_v1-2/en-10k folder"
             )
         for path in sorted(matches):
-            with open(path, encoding="utf-8") as f:
-                stories += parse(f, task, source=path)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    lines = f.readlines()
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+            found = parse(lines, task, source=path)
+            if not found:
+                raise ValueError(f"{path}: no stories in the file; is it empty?")
+            stories += found
     return stories
 
 
@@ -190,8 +204,12 @@ def question_errors(predictions: np.ndarray, batch: Batch) -> dict[int, tuple[in
 class BabiTask:
     """bAbI as `train.py` drives it: joint training on the chosen tasks, per-task test error.
 
-    Training batch i takes its stories from a permutation of the training stories that
-    depends only on (seed, epoch), so a resumed run sees the stories it would have.
+    The training stories are read in epochs, each in its own order: position p of the
+    stream is story `index_shuffle(p mod n)` under the seed (seed, p div n), a
+    permutation that depends only on the seed and the epoch. Step s takes positions
+    [s B, (s + 1) B), and replica r of R its [s B + r B / R, s B + (r + 1) B / R); so a
+    resumed run sees the stories it would have seen, and R replicas together see what
+    one device sees.
 
     Args:
       data_dir: the unpacked `en-10k` folder.
@@ -199,6 +217,10 @@ class BabiTask:
       batch_size: stories per training batch (the paper: 1).
       eval_batch_size: stories per test batch.
       max_test_stories: test on at most this many stories per task (None: all).
+
+    Raises:
+      ValueError: bad arguments, naming them; a file that does not parse (see `read_dir`).
+      FileNotFoundError: a task without its train or test file.
     """
 
     def __init__(
@@ -209,10 +231,18 @@ class BabiTask:
         eval_batch_size: int = 32,
         max_test_stories: int | None = None,
     ):
-        bad = [t for t in tasks if not 1 <= t <= 20]
-        if bad:
-            raise ValueError(f"bAbI tasks are numbered 1 to 20, got {bad}")
-        self.tasks = tuple(tasks)
+        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
+            raise ValueError(f"BabiTask: tasks must be a list of task numbers (1 to 20), got {tasks!r}")
+        tasks = tuple(tasks)
+        bad = [t for t in tasks if not _positive_int(t) or not 1 <= t <= 20]
+        if bad or not tasks:
+            raise ValueError(f"BabiTask: tasks are numbered 1 to 20, got {list(tasks)!r}")
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if not _positive_int(value):
+                raise ValueError(f"BabiTask: {name} must be a positive integer, got {value!r}")
+        if max_test_stories is not None and not _positive_int(max_test_stories):
+            raise ValueError(f"BabiTask: max_test_stories must be a positive integer or None, got {max_test_stories!r}")
+        self.tasks = tasks
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.train_stories = read_dir(data_dir, self.tasks, "train")
@@ -224,6 +254,7 @@ class BabiTask:
             test = [s for t in self.tasks for s in by_task.get(t, [])[:max_test_stories]]
         self.test_stories = test
         self.vocab = Vocabulary(self.train_stories + self.test_stories)
+        self._train = _ragged(self.train_stories, self.vocab)
 
     @property
     def input_size(self) -> int:
@@ -233,18 +264,47 @@ class BabiTask:
     def output_size(self) -> int:
         return len(self.vocab)
 
-    def train_batch(self, seed: int, step: int, replica: int = 0, num_replicas: int = 1) -> Batch:
-        """Replica `replica`'s share (batch_size / num_replicas stories) of training batch `step`."""
-        n, per_replica = len(self.train_stories), self.batch_size // num_replicas
-        first = step * self.batch_size + replica * per_replica
-        orders: dict[int, np.ndarray] = {}  # one permutation per epoch the batch reaches
-        picked = []
-        for position in range(first, first + per_replica):
-            epoch, index = divmod(position, n)
-            if epoch not in orders:
-                orders[epoch] = np.random.RandomState([seed % 2**32, epoch]).permutation(n)
-            picked.append(self.train_stories[orders[epoch][index]])
-        return encode(picked, self.vocab)
+    def dataset(self, seed: int, start_step: int, context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+        """This input pipeline's per-replica training batches for steps start_step, start_step + 1, ...
+
+        In the order `strategy.distribute_datasets_from_function` deals them: step by
+        step, one per replica of this pipeline. Each is a time-major `Batch` padded to
+        its longest story.
+
+        Raises:
+          ValueError: the batch size does not split evenly over the replicas.
+        """
+        context = context or tf.distribute.InputContext()
+        replicas, pipelines = context.num_replicas_in_sync, context.num_input_pipelines
+        if self.batch_size % replicas or replicas % pipelines:
+            raise ValueError(f"BabiTask: batch size {self.batch_size} does not split over {replicas} replicas")
+        size, local = self.batch_size // replicas, replicas // pipelines
+        first_replica = context.input_pipeline_id * local
+        stories, vocab_size = self._train, len(self.vocab)
+        count = tf.cast(stories["task"].shape[0], tf.int64)
+
+        def element(index):
+            step, replica = index // local, first_replica + index % local
+            positions = step * self.batch_size + replica * size + tf.range(size, dtype=tf.int64)
+            epochs = positions // count
+            # One permutation per epoch, so one seed per position. The raw op, because
+            # tf.random.experimental.index_shuffle pads a batch of seeds on the wrong axis.
+            seeds = tf.stack([tf.fill([size], tf.constant(seed, tf.int64)), epochs, tf.zeros_like(epochs)], axis=1)
+            picked = tf.raw_ops.RandomIndexShuffle(
+                index=positions % count, seed=seeds, max_index=tf.fill([size], count - 1), rounds=4
+            )
+            padded = {k: tf.gather(v, picked) for k, v in stories.items()}
+            ids = tf.transpose(padded["ids"].to_tensor(-1))
+            return Batch(
+                observations=tf.one_hot(ids, vocab_size),  # id -1 (padding) gives a zero vector
+                targets=tf.transpose(padded["targets"].to_tensor(0)),
+                mask=tf.transpose(padded["mask"].to_tensor(0.0)),
+                question=tf.transpose(padded["question"].to_tensor(-1)),
+                task=padded["task"],
+            )
+
+        first = tf.constant(start_step * local, tf.int64)
+        return tf.data.Dataset.range(first, tf.int64.max).map(element).prefetch(2)
 
     def loss(self, logits: tf.Tensor, batch: Batch) -> tf.Tensor:
         return answer_loss(logits, batch.targets, batch.mask)
@@ -268,6 +328,9 @@ class BabiTask:
                 c = counts.setdefault(task, [0, 0])
                 c[0] += wrong
                 c[1] += total
+        unasked = [t for t in self.tasks if counts.get(t, [0, 0])[1] == 0]
+        if unasked:
+            raise ValueError(f"bAbI tasks {unasked} have no questions in the test stories: nothing to score")
         per_task = {f"task_{t}": counts[t][0] / counts[t][1] for t in sorted(counts)}
         errors = list(per_task.values())
         summary = {
@@ -279,3 +342,27 @@ class BabiTask:
     def is_solved(self, results: dict[str, dict[str, float]]) -> bool:
         """Every task at or below 5% error (the paper's pass mark)."""
         return results["test"]["failed_tasks"] == 0
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
+def _ragged(stories: Sequence[Story], vocab: Vocabulary) -> dict[str, tf.Tensor]:
+    """Every story's token ids, answer ids, answer mask and question numbers as ragged rows."""
+    lengths = np.array([len(s.tokens) for s in stories], np.int64)
+    ids = np.array([vocab.id(t) for s in stories for t in s.tokens], np.int32)
+    targets = np.array([vocab.id(a) if a is not None else 0 for s in stories for a in s.answers], np.int32)
+    mask = np.array([a is not None for s in stories for a in s.answers], np.float32)
+    question = np.array([q for s in stories for q in s.question], np.int32)
+
+    def rows(values):
+        return tf.RaggedTensor.from_row_lengths(values, lengths)
+
+    return {
+        "ids": rows(ids),
+        "targets": rows(targets),
+        "mask": rows(mask),
+        "question": rows(question),
+        "task": tf.constant([s.task for s in stories], tf.int32),
+    }

@@ -130,8 +130,8 @@ def bit_errors(logits: tf.Tensor, targets: tf.Tensor, mask: tf.Tensor) -> tf.Ten
 class RepeatCopyTask:
     """The repeat-copy task as `train.py` drives it: batches, loss, metrics, held-out sets.
 
-    Training batch i is drawn from the seed (seed, i) (and replica r of a multi-replica
-    run from (seed, i, r)), so a resumed run sees exactly the batches it would have seen.
+    Training batch i is drawn from the seed (seed, i) (a replica of a multi-replica run
+    takes its rows of it), so a resumed run sees exactly the batches it would have seen.
     Held-out batches come from another seed stream, never used for training; each
     generalisation task draws longer sequences than training does.
 
@@ -165,10 +165,38 @@ class RepeatCopyTask:
     def batch_size(self) -> int:
         return self.train.batch_size
 
-    def train_batch(self, seed: int, step: int, replica: int = 0, num_replicas: int = 1) -> Batch:
-        """Replica `replica`'s share of training batch `step`: batch_size / num_replicas sequences."""
-        seed_pair = tf.constant([seed, step * 65_536 + replica], tf.int64)
-        return _batch_fn(self.train)(seed_pair, self.batch_size // num_replicas)
+    def dataset(self, seed: int, start_step: int, context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+        """This input pipeline's per-replica training batches for steps start_step, start_step + 1, ...
+
+        The global batch of step s is drawn from the seed (seed, s); replica r of R takes
+        its rows [r B / R, (r + 1) B / R). So the data is a pure function of (seed, step),
+        a resumed run sees the batches it would have seen, and R replicas together see
+        exactly the batch one device sees. Elements come in the order
+        `strategy.distribute_datasets_from_function` deals them: step by step, one per
+        replica of this pipeline.
+
+        Args:
+          seed: the run's seed.
+          start_step: the first step to draw.
+          context: the input context the strategy passes (None: one replica).
+
+        Raises:
+          ValueError: the batch size does not split evenly over the replicas.
+        """
+        context = context or tf.distribute.InputContext()
+        replicas, pipelines = context.num_replicas_in_sync, context.num_input_pipelines
+        if self.batch_size % replicas or replicas % pipelines:
+            raise ValueError(f"RepeatCopyTask: batch size {self.batch_size} does not split over {replicas} replicas")
+        size, local = self.batch_size // replicas, replicas // pipelines
+        first_replica = context.input_pipeline_id * local
+
+        def element(index):
+            step, replica = index // local, first_replica + index % local
+            batch = self.train.batch(tf.stack([tf.constant(seed, tf.int64), step]), self.batch_size)
+            return tf.nest.map_structure(lambda x: x[:, replica * size : (replica + 1) * size], batch)
+
+        first = tf.constant(start_step * local, tf.int64)
+        return tf.data.Dataset.range(first, tf.int64.max).map(element).prefetch(2)
 
     def evaluate(self, logits_fn, seed: int) -> dict[str, dict[str, float]]:
         """Loss and bit errors per held-out set: "held_out" (the training distribution) and

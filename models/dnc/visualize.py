@@ -24,8 +24,6 @@ import tensorflow as tf  # noqa: E402
 from models.dnc import train  # noqa: E402
 
 FLAGS = flags.FLAGS
-# --workdir (the run to draw) and --seed (which held-out sequence) are train.py's flags.
-flags.DEFINE_string("out", "dnc.png", "where to write the PNG")
 
 
 def trace(net, observations: tf.Tensor) -> dict[str, np.ndarray]:
@@ -108,4 +106,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    flags.DEFINE_string("workdir", None, "the run to draw (a train.py workdir)")
+    flags.DEFINE_string("out", "dnc.png", "where to write the PNG")
+    flags.DEFINE_integer("seed", 1, "which held-out sequence to draw")
     app.run(main)

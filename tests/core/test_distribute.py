@@ -1,10 +1,13 @@
 """core.distribute: gradient all-reduce, state variables, logical CPUs."""
 
+import types
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import core
+from core import distribute
 
 
 def _run(strategy, fn, per_replica):
@@ -90,3 +93,50 @@ def test_logical_cpus():
     with pytest.raises(ValueError, match="count >= 1"):
         core.distribute.logical_cpus(0)
     assert core.distribute.num_replicas() == 1
+
+
+def test_make_strategy_by_name():
+    assert distribute.make_strategy("default") is tf.distribute.get_strategy()
+    two = distribute.make_strategy("mirrored", replicas=2)  # the suite's logical CPUs
+    assert isinstance(two, tf.distribute.MirroredStrategy) and two.num_replicas_in_sync == 2
+    assert distribute.is_chief(two)
+    assert distribute.worker_dir(two, "/runs/a") == "/runs/a"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(name="horovod"), "strategy must be one of default, mirrored, multi_worker, tpu; got 'horovod'"),
+        (dict(name="mirrored", replicas=-1), "replicas must be a non-negative integer, got -1"),
+        (dict(name="default", replicas=2), "replicas=2 splits the CPU for the mirrored strategy only"),
+        (dict(name="mirrored", tpu="grpc://x"), "a TPU address .* goes with the tpu strategy only"),
+    ],
+)
+def test_make_strategy_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        distribute.make_strategy(**kwargs)
+
+
+def test_make_strategy_multi_worker_needs_a_cluster(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", '{"task": {"type": "worker", "index": 0}}')
+    with pytest.raises(ValueError, match="TF_CONFIG names no cluster"):
+        distribute.make_strategy("multi_worker")
+
+
+@pytest.mark.parametrize(
+    "cluster, task_type, task_id, chief",
+    [
+        ({"worker": ["a:1", "b:1"]}, "worker", 0, True),
+        ({"worker": ["a:1", "b:1"]}, "worker", 1, False),
+        ({"chief": ["c:1"], "worker": ["a:1"]}, "chief", 0, True),
+        ({"chief": ["c:1"], "worker": ["a:1"]}, "worker", 0, False),
+    ],
+)
+def test_the_chief_writes_and_the_others_write_apart(cluster, task_type, task_id, chief):
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id
+    )
+    strategy = types.SimpleNamespace(cluster_resolver=resolver)
+    assert distribute.is_chief(strategy) == chief
+    expected = "/runs/a" if chief else f"/runs/a/workers/{task_type}_{task_id}"
+    assert distribute.worker_dir(strategy, "/runs/a") == expected

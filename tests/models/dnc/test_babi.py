@@ -110,13 +110,21 @@ def _batches(task):
 
 def test_training_batches_are_a_function_of_seed_and_step(data_dir):
     task = babi.BabiTask(data_dir, tasks=[1, 8, 19], batch_size=2)
-    a = task.train_batch(seed=1, step=5)
-    b = task.train_batch(seed=1, step=5)
-    np.testing.assert_array_equal(a.observations.numpy(), b.observations.numpy())
-    # Over one epoch every story is used once.
+    a = next(iter(task.dataset(seed=1, start_step=5)))
+    b = list(task.dataset(seed=1, start_step=0).take(6))[5]
+    for key in a._fields:
+        np.testing.assert_array_equal(getattr(a, key).numpy(), getattr(b, key).numpy(), err_msg=key)
+    # Over each epoch every story is used once, in an order of its own.
     n = len(task.train_stories)
-    seen = [tuple(task.train_batch(seed=1, step=s).task.numpy()) for s in range(n // 2)]
-    assert sorted(t for pair in seen for t in pair) == sorted(s.task for s in task.train_stories)
+    epochs = [[tuple(x.task.numpy()) for x in task.dataset(seed=1, start_step=e * n // 2).take(n // 2)] for e in (0, 1)]
+    for seen in epochs:
+        assert sorted(t for pair in seen for t in pair) == sorted(s.task for s in task.train_stories)
+    # The batch is the stories, encoded as `encode` does.
+    stories = babi.encode(task.train_stories, task.vocab)
+    assert a.observations.shape[2] == stories.observations.shape[2] == len(task.vocab)
+    two = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=2)
+    halves = list(task.dataset(seed=1, start_step=5, context=two).take(2))
+    np.testing.assert_array_equal(np.concatenate([h.task.numpy() for h in halves]), a.task.numpy())
     loss = task.loss(tf.zeros([a.mask.shape[0], 2, len(task.vocab)]), a)
     assert loss.numpy() == pytest.approx(a.mask.numpy().sum() / 2 * np.log(len(task.vocab)), rel=1e-5)
 
@@ -130,3 +138,50 @@ def test_errors_name_the_problem(tmp_path, data_dir):
         babi.BabiTask(data_dir, tasks=[2])
     with pytest.raises(ValueError, match="numbered 1 to 20, got \\[21\\]"):
         babi.BabiTask(data_dir, tasks=[21])
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("3 Where is Mary?\n", "a question without its tab-separated answer"),
+        ("3 Where is Mary? \tbath", "a line cut short in the answer"),
+        ("3 Where is Mary? \tbathroom", "a line cut short before the facts"),
+        ("3 Where is Mary? \tbathroom\t", "a line cut short at the facts"),
+        ("3 Where is Mary? \tbathroom\tone", "facts that are not numbers"),
+    ],
+)
+def test_malformed_question_lines_are_errors(line, problem):
+    lines = ["1 Mary moved to the bathroom.\n", "2 John went to the hallway.\n", line]
+    with pytest.raises(
+        ValueError, match=r"q.txt:3: a question line needs 'question\?<TAB>answer<TAB>supporting facts'"
+    ):
+        babi.parse(lines, task=1, source="q.txt")
+
+
+def test_bad_files_and_arguments_name_the_problem(tmp_path, data_dir):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "qa1_x_train.txt").write_bytes(b"1 Mary went to the caf\xe9.\n")
+    (bad / "qa1_x_test.txt").write_text(QA1)
+    with pytest.raises(ValueError, match=r"qa1_x_train.txt: not UTF-8 text"):
+        babi.BabiTask(str(bad), tasks=[1])
+    (bad / "qa1_x_train.txt").write_text("")
+    with pytest.raises(ValueError, match=r"qa1_x_train.txt: no stories in the file"):
+        babi.BabiTask(str(bad), tasks=[1])
+    for kwargs, message in [
+        (dict(tasks=1), "tasks must be a list of task numbers"),
+        (dict(tasks=[]), "tasks are numbered 1 to 20, got \\[\\]"),
+        (dict(tasks=[1], batch_size=0), "batch_size must be a positive integer, got 0"),
+        (dict(tasks=[1], eval_batch_size=2.5), "eval_batch_size must be a positive integer, got 2.5"),
+        (dict(tasks=[1], max_test_stories=0), "max_test_stories must be a positive integer or None, got 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            babi.BabiTask(data_dir, **kwargs)
+
+
+def test_a_test_set_without_questions_is_an_error_not_a_pass(tmp_path):
+    (tmp_path / "qa1_x_train.txt").write_text(QA1)
+    (tmp_path / "qa1_x_test.txt").write_text("1 Mary moved to the bathroom.\n2 John went to the hallway.\n")
+    task = babi.BabiTask(str(tmp_path), tasks=[1])
+    with pytest.raises(ValueError, match=r"bAbI tasks \[1\] have no questions in the test stories"):
+        task.evaluate(lambda obs: tf.zeros([obs.shape[0], obs.shape[1], len(task.vocab)]), seed=0)

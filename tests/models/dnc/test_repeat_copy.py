@@ -69,11 +69,25 @@ def test_bit_errors_count_wrong_bits_on_masked_steps_only():
 
 def test_task_streams_and_evaluation():
     task = rc.RepeatCopyTask(eval_sequences=30, eval_batch_size=20)
-    first = task.train_batch(seed=0, step=3)
-    again = task.train_batch(seed=0, step=3)
-    replica = task.train_batch(seed=0, step=3, replica=1, num_replicas=2)
-    np.testing.assert_array_equal(first.targets.numpy(), again.targets.numpy())
-    assert replica.targets.shape[1] == 8
+    first = list(task.dataset(seed=0, start_step=3).take(2))
+    again = list(task.dataset(seed=0, start_step=0).take(5))[3:]
+    for a, b in zip(first, again):  # step s is the same batch wherever the stream starts
+        np.testing.assert_array_equal(a.targets.numpy(), b.targets.numpy())
+    assert not np.array_equal(first[0].observations.numpy(), first[1].observations.numpy())
+    # Two replicas: each step's elements are the two halves of the one-replica batch.
+    two = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=2)
+    halves = list(task.dataset(seed=0, start_step=3, context=two).take(2))
+    assert [h.targets.shape[1] for h in halves] == [8, 8]
+    for key in ("observations", "targets", "mask"):
+        joined = np.concatenate([getattr(h, key).numpy() for h in halves], axis=1)
+        np.testing.assert_array_equal(joined, getattr(first[0], key).numpy())
+    # Two pipelines of two replicas each (two workers): the second holds replicas 2 and 3.
+    second = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=4)
+    quarters = list(task.dataset(seed=0, start_step=3, context=second).take(2))
+    joined = np.concatenate([q.targets.numpy() for q in quarters], axis=1)
+    np.testing.assert_array_equal(joined, first[0].targets.numpy()[:, 8:])
+    with pytest.raises(ValueError, match="batch size 16 does not split over 3 replicas"):
+        task.dataset(0, 0, tf.distribute.InputContext(num_replicas_in_sync=3))
     results = task.evaluate(lambda obs: tf.zeros([obs.shape[0], obs.shape[1], 5]), seed=0)
     assert set(results) == {"held_out", "length_3_4", "repeats_3_4"}
     assert results["held_out"]["loss"] == pytest.approx(11.26, rel=0.25)

@@ -3,17 +3,12 @@
 import gin
 import numpy as np
 
-from models.dnc import train, visualize
-from tests.models.dnc.test_train import SMOKE
+from models.dnc import visualize
+from tests.models.dnc.test_train import NO_GENERALIZATION, run
 
 
 def test_draws_a_trained_run(tmp_path):
-    gin.clear_config()
-    gin.parse_config_files_and_bindings([SMOKE], ["train.num_steps=2", "train.eval_every=2"])
-    try:
-        train.train(workdir=str(tmp_path), quiet=True)
-    finally:
-        gin.clear_config()
+    run(tmp_path, "train.num_steps=2", "train.eval_every=2", NO_GENERALIZATION)
     out = tmp_path / "dnc.png"
     records = visualize.visualize(str(tmp_path), str(out), seed=1)
     gin.clear_config()
