@@ -3,9 +3,11 @@
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import gin
 import numpy as np
@@ -122,7 +124,9 @@ def test_a_non_finite_step_never_reaches_the_weights(tmp_path, mode):
         # A good checkpoint first, then the overflow: the run stops, that checkpoint intact.
         run(tmp_path, "train.num_steps=2", "train.checkpoint_every=2", NO_GENERALIZATION)
         good = weights(tmp_path)
-        with pytest.raises(train.NonFiniteError, match=r"step 3: the loss, a gradient or the updated .*ckpt-2\)"):
+        with pytest.raises(
+            train.NonFiniteError, match=r"step 3: the loss, a gradient or the updated .*ckpt-2 is the last good state"
+        ):
             run(tmp_path, *bindings)
         assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-2")
         assert max_difference(weights(tmp_path), good) == 0.0
@@ -221,6 +225,31 @@ def test_command_line(tmp_path):
     assert nan.returncode == 1, nan.stderr[-2000:]
     assert "the loss, a gradient or the updated weights are not finite" in nan.stderr
     assert "no checkpoint yet" in nan.stderr
+
+
+def test_a_run_killed_mid_flight_resumes_to_the_same_weights(tmp_path):
+    # SIGKILL lands wherever it lands (between steps, or in a checkpoint write); the
+    # restarted run must end where an uninterrupted one does, bit for bit.
+    args = [f"--gin_config={SMOKE}", "--gin_bindings=train.num_steps=300", "--gin_bindings=train.checkpoint_every=7"]
+    args += [f"--gin_bindings={NO_GENERALIZATION}", "--gin_bindings=train.eval_every=300"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "models.dnc.train", f"--workdir={killed}", *args],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while proc.poll() is None and not list((killed / "checkpoints").glob("ckpt-21.index")):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert command(f"--workdir={killed}", *args).returncode == 0
+    assert command(f"--workdir={tmp_path / 'straight'}", *args).returncode == 0
+    assert max_difference(weights(killed), weights(tmp_path / "straight")) == 0.0
 
 
 @pytest.mark.parametrize(
