@@ -25,6 +25,9 @@ def _with_dense_gradient(table: tf.Tensor):
     return tf.identity(table), grad
 
 
+_SHOWN = 10  # out-of-range ids an error lists
+
+
 class Embed(Module):
     """Maps integer ids to rows of the `embeddings` table [vocab_size, embed_dim].
 
@@ -98,22 +101,60 @@ class Embed(Module):
     def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
         """Looks up `inputs`, integer ids of any shape; returns [*inputs.shape, embed_dim].
 
-        Ids outside [0, vocab_size) are not checked here, and what they give depends
-        on where the lookup runs: eagerly or in a `tf.function` on CPU, TensorFlow's
-        gather raises `InvalidArgumentError`; on GPU it returns zero vectors; compiled
-        with XLA (`jit_compile=True`, on CPU too) it clamps them silently, so an id
-        >= vocab_size gets the last row and a negative id the first. A check of its own
-        would cost a reduction over the ids on every call (and XLA drops assertions),
-        so validate ids where they are made if they can be out of range.
+        Ids must lie in [0, vocab_size). Eagerly and in a `tf.function` that is checked
+        before the lookup, on every device (TensorFlow's own gather raises on CPU but
+        returns zero vectors on GPU): an id outside raises `InvalidArgumentError` naming
+        the module, the vocabulary size, how many ids are outside it and the first ten
+        of them with their positions in `inputs`. The check costs a minimum and a
+        maximum over the ids. Compiled with XLA (`jit_compile=True`, on CPU
+        too) there is no check: XLA drops assertions, and its gather clamps, so an id
+        >= vocab_size silently gets the last row and a negative id the first; validate
+        ids where they are made if they can be out of range there.
 
         Raises:
           TypeError: if `inputs` is not an integer tensor.
+          tf.errors.InvalidArgumentError: for an id outside [0, vocab_size), eagerly
+            at the call, in a `tf.function` when it runs.
         """
         dtype = getattr(inputs, "dtype", None)
         if dtype is not tf.int32 and dtype is not tf.int64:
             inputs = self._check(inputs)
+        inputs = self._check_range(inputs)
         table = _with_dense_gradient(self.embeddings) if self.densify_gradients else self.embeddings
         return tf.nn.embedding_lookup(table, inputs)
+
+    def _check_range(self, ids: tf.Tensor) -> tf.Tensor:
+        """`ids`, once every one is known to lie in [0, vocab_size) (in a graph: once the check has run).
+
+        The check is a minimum and a maximum over the ids; which ids are outside, and
+        where, is worked out only when one is.
+        """
+        low, high = tf.reduce_min(ids), tf.reduce_max(ids)  # of no ids: the dtype's max and min, which pass
+        expected = f"ids must lie in [0, vocab_size) = [0, {self.vocab_size})"
+        if tf.executing_eagerly():
+            if low < 0 or high >= self.vocab_size:
+                count, values, positions = (t.numpy() for t in self._outside(ids))
+                listed = ", ".join(f"{v} at {list(map(int, i))}" for v, i in zip(values, positions))
+                more = f", and {count - len(values)} more" if count > len(values) else ""
+                message = f"{utils.describe(self)}: {expected}, got {count} outside it: {listed}{more}"
+                raise tf.errors.InvalidArgumentError(None, None, message)
+            return ids
+        # The graph's message prints quotes escaped, so it names the module without them.
+        prefix = f"{type(self).__name__} {self.name}: {expected}, got"
+
+        def fail():
+            count, values, positions = self._outside(ids)
+            data = [prefix, count, "outside it; the first:", values, "at", positions]
+            return tf.debugging.Assert(False, data, summarize=3 * _SHOWN)
+
+        fits = tf.logical_and(low >= 0, high < tf.cast(self.vocab_size, ids.dtype))
+        with tf.control_dependencies([tf.cond(fits, tf.no_op, fail)]):
+            return tf.identity(ids)
+
+    def _outside(self, ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """How many ids lie outside [0, vocab_size); the first `_SHOWN` of them and their positions."""
+        where = tf.where(tf.logical_or(ids < 0, ids >= tf.cast(self.vocab_size, ids.dtype)))
+        return tf.shape(where)[0], tf.gather_nd(ids, where[:_SHOWN]), where[:_SHOWN]
 
     def _check(self, inputs) -> tf.Tensor:
         """Converts Python, NumPy and narrow integer ids to int32/int64; raises TypeError on others."""

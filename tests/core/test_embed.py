@@ -48,8 +48,6 @@ def test_bad_inputs():
     emb = core.Embed(5, 2, name="tokens")
     with pytest.raises(TypeError, match=r"Embed 'tokens': inputs must be integer ids, got dtype float32"):
         emb(tf.constant([1.0]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"indices\[0\] = 5 is not in \[0, 5\)"):
-        emb(tf.constant([5]))
     with pytest.raises(ValueError, match="give vocab_size or existing_vocab"):
         core.Embed()
     with pytest.raises(
@@ -73,6 +71,51 @@ def test_numpy_integer_sizes():
     assert core.embed.embedding_dim(np.int64(100)) == 19
     with pytest.raises(ValueError, match="vocab_size must be a positive int, got True"):
         core.Embed(True)
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+@pytest.mark.parametrize(
+    "ids, bad",
+    [
+        ([1, 5], [(5, [1])]),
+        ([[-1, 0], [2, 7]], [(-1, [0, 0]), (7, [1, 1])]),
+        (np.array([9, 2, -3], np.int64), [(9, [0]), (-3, [2])]),
+        (np.array([7], np.uint8), [(7, [0])]),
+    ],
+)
+def test_out_of_range_ids_name_the_module_the_vocabulary_and_the_ids(mode, ids, bad):
+    emb = core.Embed(5, 2, name="tokens")
+    lookup = emb if mode == "eager" else tf.function(emb)
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        lookup(tf.constant(ids))
+    message = str(error.value.message)
+    expected = "ids must lie in [0, vocab_size) = [0, 5), got"
+    if mode == "eager":
+        listed = ", ".join(f"{v} at {p}" for v, p in bad)
+        assert f"Embed 'tokens': {expected} {len(bad)} outside it: {listed}" in message
+    else:  # Assert prints each item of its data in brackets
+        values = " ".join(str(v) for v, _ in bad)
+        positions = "".join(str(p).replace(",", "") for _, p in bad)  # [n, rank] prints as [[0 0][1 1]]
+        assert (
+            f"[Embed tokens: {expected}] [{len(bad)}] [outside it; the first:] [{values}] [at] [{positions}]" in message
+        )
+    # Ids at both ends of the vocabulary, and no ids at all, pass.
+    np.testing.assert_array_equal(lookup(tf.constant([0, 4])).numpy(), emb.embeddings.numpy()[[0, 4]])
+    assert lookup(tf.zeros([2, 0], tf.int32)).shape == (2, 0, 2)
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_an_out_of_range_error_lists_the_first_ten_ids(mode):
+    emb = core.Embed(3, 2, name="tokens")
+    lookup = emb if mode == "eager" else tf.function(emb)
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        lookup(tf.range(-12, 3))  # 12 negative ids, then 0, 1, 2
+    message = str(error.value.message)
+    if mode == "eager":
+        assert "got 12 outside it: -12 at [0], -11 at [1]" in message
+        assert "-3 at [9], and 2 more" in message and "-2" not in message
+    else:
+        assert "[12] [outside it; the first:] [-12 -11 -10 -9 -8 -7 -6 -5 -4 -3] [at]" in message
 
 
 def test_out_of_range_ids_under_xla_are_clamped():
