@@ -104,25 +104,91 @@ def count_function(fn: tf.types.experimental.PolymorphicFunction, *args) -> Grap
     return count_graph(fn.get_concrete_function(*args).graph)
 
 
-def measure_peak(dtype: tf.DType = tf.float32, size: int = 2048, repeats: int = 5, calls: int = 3) -> dict:
-    """This machine's peak: the FLOP/s of a large square matrix product in `dtype`.
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """One calibration kernel: a matrix product [m, k] x [k, n], or a stride-1 "SAME"
+    convolution of [batch, size, size, channels_in] inputs with a `kernel` x `kernel` x
+    channels_in x channels_out filter (channels last, the layout every device has)."""
 
-    Returns the fastest of `repeats` repeats, each `calls` back-to-back products of two
-    `size` x `size` matrices in a `tf.function`: a peak is the best the machine does,
-    and noise from other processes only ever slows it.
+    kind: str  # "matmul" or "conv2d"
+    shape: tuple[int, ...]  # (m, k, n) or (batch, size, channels_in, channels_out, kernel)
+
+    @property
+    def name(self) -> str:
+        if self.kind == "matmul":
+            m, k, n = self.shape
+            return f"matmul {m}x{k} @ {k}x{n}"
+        batch, size, cin, cout, kernel = self.shape
+        return f"conv2d {kernel}x{kernel} {cin}->{cout} on {batch}x{size}x{size}"
+
+    @property
+    def flops(self) -> int:
+        """2 per multiply-add, as the profiler counts."""
+        if self.kind == "matmul":
+            m, k, n = self.shape
+            return 2 * m * k * n
+        batch, size, cin, cout, kernel = self.shape
+        return 2 * batch * size * size * cout * kernel * kernel * cin
+
+
+# Matrix products and convolutions of the sizes the workloads run: a CPU's best rate
+# depends on the shape (a convolution's blocking can beat a square product's), so the
+# peak is the best of several. `smoke` keeps the tests fast.
+CALIBRATION = {
+    "smoke": (Kernel("matmul", (512, 512, 512)), Kernel("conv2d", (4, 16, 32, 64, 3))),
+    "full": (
+        Kernel("matmul", (2048, 2048, 2048)),
+        Kernel("matmul", (1024, 1024, 1024)),
+        Kernel("matmul", (4096, 256, 1024)),
+        Kernel("conv2d", (32, 32, 64, 64, 3)),
+        Kernel("conv2d", (8, 16, 64, 256, 5)),
+        Kernel("conv2d", (8, 32, 128, 128, 3)),
+    ),
+}
+
+
+def kernel_rate(kernel: Kernel, dtype: tf.DType = tf.float32, repeats: int = 5, calls: int = 3) -> float:
+    """The FLOP/s of `kernel` in `dtype`: the fastest of `repeats` timings of `calls` back-to-back calls.
+
+    Each call runs in a `tf.function` and brings one element of the result back to the
+    host, which waits for all of it. The fastest, because noise from other processes
+    only ever slows a kernel down.
     """
-    a = tf.cast(tf.random.stateless_normal([size, size], seed=[0, 0]), dtype)
-    b = tf.cast(tf.random.stateless_normal([size, size], seed=[1, 0]), dtype)
-    # One element of the product comes back to the host: enough to wait for all of it.
-    product = tf.function(lambda a, b: tf.linalg.matmul(a, b)[0, 0])
-    product(a, b).numpy()
+    if kernel.kind == "matmul":
+        m, k, n = kernel.shape
+        shapes, op = ([m, k], [k, n]), lambda a, b: tf.linalg.matmul(a, b)[0, 0]
+    else:
+        batch, size, cin, cout, kw = kernel.shape
+        shapes = ([batch, size, size, cin], [kw, kw, cin, cout])
+        op = lambda a, b: tf.nn.conv2d(a, b, 1, "SAME")[0, 0, 0, 0]  # noqa: E731
+    a, b = (tf.cast(tf.random.stateless_normal(s, seed=[i, 0]), dtype) for i, s in enumerate(shapes))
+    fn = tf.function(op)
+    fn(a, b).numpy()
     best = np.inf
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(calls):
-            product(a, b).numpy()
+            fn(a, b).numpy()
         best = min(best, (time.perf_counter() - start) / calls)
-    return {"flops_per_s": 2.0 * size**3 / best, "matrix_size": size, "dtype": tf.as_dtype(dtype).name}
+    return kernel.flops / best
+
+
+def measure_peak(
+    dtype: tf.DType = tf.float32, kernels: tuple[Kernel, ...] = CALIBRATION["full"], repeats: int = 5, calls: int = 3
+) -> dict:
+    """This machine's peak in `dtype`: the best rate of the calibration `kernels` (`kernel_rate`).
+
+    Returns {"flops_per_s": the best rate, "best": the kernel that gave it, "dtype",
+    "kernels": [{"name", "flops", "flops_per_s"} for each]}.
+    """
+    rates = [{"name": k.name, "flops": k.flops, "flops_per_s": kernel_rate(k, dtype, repeats, calls)} for k in kernels]
+    best = max(rates, key=lambda r: r["flops_per_s"])
+    return {
+        "flops_per_s": best["flops_per_s"],
+        "best": best["name"],
+        "dtype": tf.as_dtype(dtype).name,
+        "kernels": rates,
+    }
 
 
 # The ops that carry a model's arithmetic: their dtype is the dtype the model computes in.

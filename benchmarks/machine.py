@@ -71,6 +71,11 @@ def _version(module: str) -> str | None:
         return None
 
 
+def short_device(device: str) -> str:
+    """ "/job:localhost/.../device:CPU:0" -> "CPU:0", the form the memory API takes."""
+    return ":".join(device.split(":")[-2:])
+
+
 def compute_device() -> str:
     """The device single-device steps run on: the first accelerator TensorFlow sees, else CPU:0."""
     for kind in ("TPU", "GPU"):

@@ -47,27 +47,49 @@ def _table(header: list[str], rows: Iterable[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def memory_source(memory: dict | None) -> str:
+    """Where the memory column comes from, in a few words."""
+    if memory is None:
+        return "not recorded"
+    if not memory["statistics"]:
+        return "none (no allocator statistics)"
+    smallest = memory["smallest_counted_bytes"]
+    if smallest is not None and smallest <= 1024:
+        return f"allocator statistics ({memory['cpu_allocator']} allocator), every allocation counted"
+    floor = "none of 1 to 256 KiB" if smallest is None else f"none under {smallest // 1024} KiB"
+    return f"allocator statistics ({memory['cpu_allocator']} allocator), {floor} counted: lower bounds"
+
+
 def heading(result: dict) -> str:
-    """Two lines saying what was measured, where, and under what load."""
+    """Three lines saying what was measured, where, and under what load."""
     s, m, peak = result["settings"], result["machine"], result["peak"]
     git = m["git"]
     commit = (git["commit"] or "unknown")[:12] + (" (modified)" if git["dirty"] else "")
     load = result["load_average"]
     loads = f"{load['start'][0]} at start, {load['end'][0]} at end" if load["start"] and load["end"] else "unknown"
+    calibrated = (
+        f"the best of {len(peak['kernels']['start'])} matrix products and convolutions, {peak['best_kernel']}, "
+        f"{peak['start_flops_per_s'] / 1e9:.0f} at the start and {peak['end_flops_per_s'] / 1e9:.0f} at the end"
+    )
+    if peak["raised_by"]:
+        calibrated = (
+            f"the rate of {peak['raised_by']}, above the calibration's "
+            f"{peak['calibrated_flops_per_s'] / 1e9:.0f} ({calibrated})"
+        )
     return (
         f"**flagship benchmarks**: preset `{s['preset']}`, {s['dtype']}, "
         f"{s['replicas']} replica(s) for the train step; "
         f"{m['cpu_model']} ({m['logical_cpus']} logical CPUs), device {m['compute_device']}; "
         f"TensorFlow {m['tensorflow']}, commit {commit}.\n\n"
-        f"Peak {peak['flops_per_s'] / 1e9:.0f} GFLOP/s ({peak['matrix_size']}² matrix product, {peak['dtype']}, "
-        f"the better of {peak['start_flops_per_s'] / 1e9:.0f} at the start "
-        f"and {peak['end_flops_per_s'] / 1e9:.0f} at the end); "
-        f"1-minute load average {loads}; {result['wall_s']:.0f} s in all."
+        f"Peak {peak['flops_per_s'] / 1e9:.0f} GFLOP/s ({peak['dtype']}: {calibrated}); "
+        f"1-minute load average {loads}; {result['wall_s']:.0f} s in all. "
+        f"Memory: {memory_source(result.get('memory'))}."
     )
 
 
 def main_table(result: dict) -> str:
-    """Ours: one row per workload, step and mode."""
+    """Ours: one row per workload, step and mode; below it, why a memory figure is missing."""
+    notes: dict[str, str] = {}
     header = [
         "workload",
         "step",
@@ -92,6 +114,7 @@ def main_table(result: dict) -> str:
             )
             continue
         memory = r["step_memory_bytes"]
+        memory_cell = f"{memory / 2**20:.1f}" if memory is not None else f"n/a{_mark(notes, r.get('memory_note'))}"
         once = not r["interleaved"]
         rows.append(
             [
@@ -107,10 +130,18 @@ def main_table(result: dict) -> str:
                 _rate(r["flops_per_s"], 1e9),
                 _percent(r["fraction_of_peak"]),
                 r["flops_source"].split(" ")[0],
-                DASH if memory is None else f"{memory / 2**20:.1f}",
+                memory_cell,
             ]
         )
-    return _table(header, rows)
+    table = _table(header, rows)
+    return table + "".join(f"\n\n{mark} step mem n/a: {note}" for note, mark in notes.items())
+
+
+def _mark(notes: dict[str, str], note: str | None) -> str:
+    """The footnote mark of `note` (a new one for a new note); empty without a note."""
+    if not note:
+        return ""
+    return notes.setdefault(note, "*" * (len(notes) + 1))
 
 
 def peer_table(result: dict) -> str:

@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,11 +26,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 import core  # noqa: E402
-from benchmarks import chart, flops, machine, measure, registry, report, steps  # noqa: E402
+from benchmarks import allocator, chart, flops, machine, measure, registry, report, steps  # noqa: E402
 
 DTYPES = ("float32", "bfloat16")
 DEFAULT_OUT_DIR = os.path.join("results", "benchmarks")
-PEAK_SIZE = {"smoke": 512, "quick": 2048, "paper": 2048}
+CALIBRATION = {
+    "smoke": flops.CALIBRATION["smoke"],
+    "quick": flops.CALIBRATION["full"],
+    "paper": flops.CALIBRATION["full"],
+}
 
 
 def _names(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
@@ -139,7 +144,20 @@ def parser() -> argparse.ArgumentParser:
         help="target seconds of one entry's back-to-back calls within a round. Default by preset: 0, 0.05, 0.2",
     )
     add("--seed", type=int, default=0, help="seed of the input data. Default: 0")
-    add("--out-dir", default=DEFAULT_OUT_DIR, help=f"where the JSON and PNG go. Default: {DEFAULT_OUT_DIR}")
+    add(
+        "--cpu-allocator",
+        choices=allocator.ALLOCATORS,
+        default=None,
+        help="TensorFlow's CPU allocator, chosen before TensorFlow starts: bfc keeps statistics of every "
+        "allocation on every CPU (the memory column); default keeps none without oneDNN and leaves out "
+        f"allocations under 256 KiB with it. Default: bfc, unless {allocator.BFC_ENV} is set",
+    )
+    add(
+        "--out-dir",
+        default=DEFAULT_OUT_DIR,
+        help=f"where the JSON and PNG go; created if missing, and checked writable before anything runs. "
+        f"Default: {DEFAULT_OUT_DIR}",
+    )
     add("--compare", metavar="OLD.json", default=None, help="also print the change per row from an earlier run's JSON")
     return p
 
@@ -155,8 +173,34 @@ def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--steps and --modes need at least one entry each")
     if args.peers and not set(args.peer_modes) & set(args.modes):
         p.error(f"--peer-modes {','.join(args.peer_modes)} has no mode in --modes {','.join(args.modes)}")
-    if args.compare and not os.path.isfile(args.compare):
-        p.error(f"--compare: no such file {args.compare!r}")
+    if args.compare:
+        _check_compare(p, args.compare)
+    if not args.list:  # --list writes nothing
+        _check_out_dir(p, args.out_dir)
+
+
+def _check_compare(p: argparse.ArgumentParser, path: str) -> None:
+    """An earlier run's JSON, read now rather than after the whole run."""
+    if not os.path.isfile(path):
+        p.error(f"--compare: no such file {path!r}")
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        p.error(f"--compare: cannot read {path!r} as JSON ({e})")
+    if not isinstance(old, dict) or not isinstance(old.get("results"), list) or "settings" not in old:
+        p.error(f"--compare: {path!r} is not a result of python -m benchmarks.run (no settings and results)")
+
+
+def _check_out_dir(p: argparse.ArgumentParser, out_dir: str) -> None:
+    """Creates `out_dir` and writes a file there, so a bad one fails now, not after the run."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        reason = "it is not a directory" if os.path.exists(out_dir) and not os.path.isdir(out_dir) else e.strerror
+        p.error(f"--out-dir {out_dir!r}: cannot write there ({reason})")
 
 
 def replica_devices(replicas: int) -> list[str]:
@@ -215,30 +259,31 @@ def run(
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     load_start = machine.load_average()
     device = machine.compute_device()
-    # The peak is measured at the start, to compare against as the run goes, and again at
-    # the end; the better of the two is the run's peak (load only ever lowers it).
-    first = flops.measure_peak(settings.dtype, PEAK_SIZE[settings.preset])
+    memory = {"cpu_allocator": allocator.cpu_allocator(), **allocator.probe(device)}
+    # The peak is calibrated at the start, to compare against as the run goes, and again
+    # at the end; the better of the two (load only ever lowers it), raised to the best
+    # rate any step of the run achieved, is the run's peak.
+    first = flops.measure_peak(settings.dtype, CALIBRATION[settings.preset])
     progress(
-        f"peak {first['flops_per_s'] / 1e9:.0f} GFLOP/s ({first['dtype']}); "
-        f"{len(workloads)} workload(s), preset {settings.preset}"
+        f"peak {first['flops_per_s'] / 1e9:.0f} GFLOP/s ({first['dtype']}, {first['best']}); "
+        f"{len(workloads)} workload(s), preset {settings.preset}; memory: {report.memory_source(memory)}"
     )
     outcomes = []
     for i, workload in enumerate(workloads, 1):
         outcome = measure.run_workload(workload, settings, strategy, device)
         outcomes.append(outcome)
         progress(_progress(i, len(workloads), outcome))
-    last = flops.measure_peak(settings.dtype, PEAK_SIZE[settings.preset])
-    peak = {
-        **first,
-        "flops_per_s": max(first["flops_per_s"], last["flops_per_s"]),
-        "start_flops_per_s": first["flops_per_s"],
-        "end_flops_per_s": last["flops_per_s"],
-    }
-    for row in (row for o in outcomes for row in o["rows"]):
+    last = flops.measure_peak(settings.dtype, CALIBRATION[settings.preset])
+    rows = [row for o in outcomes for row in o["rows"]]
+    peak = _peak(first, last, rows)
+    for row in rows:
         if row["flops_per_s"] is not None:
             row["fraction_of_peak"] = row["flops_per_s"] / peak["flops_per_s"]
+        _note_memory(row, memory, device)
+        for figures in row["peers"].values():
+            _note_memory(figures, memory, device)
     return {
-        "schema": 1,
+        "schema": 2,
         "command": command,
         "started": started,
         "wall_s": time.perf_counter() - start,
@@ -262,9 +307,52 @@ def run(
         },
         "machine": machine.describe(),
         "peak": peak,
+        "memory": memory,
         "workloads": [o["workload"] for o in outcomes],
         "results": [row for o in outcomes for row in o["rows"]],
     }
+
+
+def _peak(first: dict, last: dict, rows: list[dict]) -> dict:
+    """The run's peak: the better calibration, or the best rate a step achieved if that is higher.
+
+    A step's rate (ours, or a peer's on the same FLOP count) above the calibration means
+    the calibration missed what the machine can do; the peak is then that rate, so no
+    fraction of peak exceeds 1, and `raised_by` says which step set it.
+    """
+    calibrated = first if first["flops_per_s"] >= last["flops_per_s"] else last
+    best_rate, raised_by = calibrated["flops_per_s"], None
+    for row in rows:
+        rates = {"ours": row["flops_per_s"]}
+        for name, peer in row["peers"].items():
+            if row["flops_per_step"] and peer["median_s"]:
+                rates[name] = row["flops_per_step"] / peer["median_s"]
+        for name, rate in rates.items():
+            if rate is not None and rate > best_rate:
+                best_rate, raised_by = rate, f"{row['workload']} {row['step']} {row['mode']} ({name})"
+    return {
+        "flops_per_s": best_rate,
+        "dtype": first["dtype"],
+        "calibrated_flops_per_s": calibrated["flops_per_s"],
+        "start_flops_per_s": first["flops_per_s"],
+        "end_flops_per_s": last["flops_per_s"],
+        "best_kernel": calibrated["best"],
+        "raised_by": raised_by,
+        "kernels": {"start": first["kernels"], "end": last["kernels"]},
+    }
+
+
+def _note_memory(figures: dict, memory: dict, device: str) -> None:
+    """Why a row (or a peer's figures) has no memory figure: None where it has one."""
+    if figures["peak_memory_bytes"] is not None:
+        note = None
+    elif figures["status"] != "ok":
+        note = "the step failed"
+    elif not memory["statistics"]:
+        note = f"no allocator statistics on {machine.short_device(device)}: {allocator.why_none(memory)}"
+    else:
+        note = "not read"
+    figures["memory_note"] = note
 
 
 def _list(workloads: Sequence[registry.Workload]) -> str:
@@ -282,7 +370,9 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     p = parser()
     args = p.parse_args(argv)
     _check(p, args)
-    # Before anything runs a TensorFlow op: the logical devices must exist first.
+    # Before anything runs a TensorFlow op: the allocator is chosen and the logical
+    # devices are made when TensorFlow starts its devices.
+    allocator.choose(args.cpu_allocator)
     devices = replica_devices(args.replicas) if args.replicas > 1 else None
     tf.get_logger().setLevel("ERROR")  # retracing notes and profiler deprecations
     names = [n.strip() for n in args.workloads.split(",") if n.strip()]
@@ -313,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     result = run(settings, workloads, strategy, command=command)
     print(report.markdown(result))
 
-    os.makedirs(args.out_dir, exist_ok=True)
+    os.makedirs(args.out_dir, exist_ok=True)  # checked at the start; made again if removed since
     stamp = result["started"].replace(":", "-")[:19]
     stem = os.path.join(args.out_dir, f"{settings.preset}-{settings.dtype.name}-r{settings.replicas}-{stamp}")
     with open(stem + ".json", "w") as f:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from benchmarks import stats
+from benchmarks import machine, stats
 
 
 @dataclasses.dataclass
@@ -41,21 +41,16 @@ def describe_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"[:300]
 
 
-def _memory_device(device: str) -> str:
-    """ "/job:localhost/.../device:CPU:0" -> "CPU:0", the form the memory API takes."""
-    return ":".join(device.split(":")[-2:])
-
-
 def _memory_info(device: str) -> dict | None:
     try:
-        return tf.config.experimental.get_memory_info(_memory_device(device))
+        return tf.config.experimental.get_memory_info(machine.short_device(device))
     except (ValueError, RuntimeError, tf.errors.OpError):
         return None
 
 
 def _reset_memory(device: str) -> None:
     try:
-        tf.config.experimental.reset_memory_stats(_memory_device(device))
+        tf.config.experimental.reset_memory_stats(machine.short_device(device))
     except (ValueError, RuntimeError, tf.errors.OpError):
         pass
 

@@ -132,10 +132,26 @@ def test_compute_dtypes_look_inside_loop_bodies():
     assert flops.compute_dtypes(_lstm_unroll(core.dynamic_unroll, tf.bfloat16)) == {"MatMul": ["bfloat16"]}
 
 
-def test_peak_is_a_positive_rate():
-    peak = flops.measure_peak(tf.float32, size=64, repeats=2, calls=1)
-    assert peak["flops_per_s"] > 0 and np.isfinite(peak["flops_per_s"])
-    assert peak["matrix_size"] == 64 and peak["dtype"] == "float32"
+def test_peak_is_the_best_rate_of_its_kernels():
+    kernels = (flops.Kernel("matmul", (64, 32, 16)), flops.Kernel("conv2d", (2, 8, 4, 8, 3)))
+    peak = flops.measure_peak(tf.float32, kernels, repeats=2, calls=1)
+    rates = [k["flops_per_s"] for k in peak["kernels"]]
+    assert [k["name"] for k in peak["kernels"]] == ["matmul 64x32 @ 32x16", "conv2d 3x3 4->8 on 2x8x8"]
+    assert all(r > 0 and np.isfinite(r) for r in rates)
+    assert peak["flops_per_s"] == max(rates) and peak["best"] == peak["kernels"][rates.index(max(rates))]["name"]
+    assert peak["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("kernel", [flops.Kernel("matmul", (8, 16, 4)), flops.Kernel("conv2d", (2, 6, 3, 5, 3))])
+def test_calibration_kernels_count_flops_as_the_profiler_does(kernel):
+    if kernel.kind == "matmul":
+        m, k, n = kernel.shape
+        fn, args = tf.linalg.matmul, (tf.ones([m, k]), tf.ones([k, n]))
+    else:
+        batch, size, cin, cout, kw = kernel.shape
+        fn = lambda a, b: tf.nn.conv2d(a, b, 1, "SAME")  # noqa: E731
+        args = (tf.ones([batch, size, size, cin]), tf.ones([kw, kw, cin, cout]))
+    assert flops.count_function(tf.function(fn), *args).flops == kernel.flops
 
 
 @pytest.mark.parametrize("name", ["mlp", "lstm", "conv_bn", "conv_lstm", "attention"])
