@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 RUN_ARGS ?=
 BAZEL_ARGS ?=
 
-.PHONY: run test lint format bazel-test clean
+.PHONY: run test test-onednn lint format bazel-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ run: $(VENV)/.installed-bench
 # `pytest benchmarks --benchmark-only` (which refuses xdist) keeps working.
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
+
+# The tests whose outcome depends on the CPU's kernels, layouts or allocator statistics
+# (marked onednn) with oneDNN on; `make test` runs them with TensorFlow's default, which
+# is off on many AMD CPUs. CI runs the suite with oneDNN off, then this.
+test-onednn: $(VENV)/.installed-test
+	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m pytest -n 2 -m onednn --durations=5 $(PYTEST_ARGS)
 
 # The formatter and the linter (ruff; settings in pyproject.toml). `make format` rewrites.
 lint: $(VENV)/.installed-test
