@@ -59,6 +59,7 @@ def _case(
     build_optimizer: Callable[[list], None],
     update: Callable[[list, list], None],
     state: Callable[[], list],
+    loss: Callable[[Nest], tf.Tensor] = loss_of,
 ) -> Case:
     """A Case from a library's pieces; the parameter list is fixed by `initialize_optimizer`."""
     train_forward = train_forward or forward
@@ -75,8 +76,8 @@ def _case(
 
     def loss_and_grads(inputs: Nest) -> tuple[tf.Tensor, list]:
         with tf.GradientTape() as tape:
-            loss = loss_of(train_forward(inputs))
-        return loss, tape.gradient(loss, params)
+            value = loss(train_forward(inputs))
+        return value, tape.gradient(value, params)
 
     return Case(
         batch_size=batch_size,
@@ -97,6 +98,7 @@ def core_case(
     forward: Callable[[Nest], Nest],
     train_forward: Callable[[Nest], Nest] | None = None,
     optimizer: core.Module | None = None,
+    loss: Callable[[Nest], tf.Tensor] = loss_of,
 ) -> Case:
     """Our implementation: `core.optimizers.Adam`, gradients all-reduced by `core.distribute`.
 
@@ -108,6 +110,8 @@ def core_case(
       train_forward: batch -> outputs, in training mode; `forward` by default.
       optimizer: a `core.optimizers` instance for a model that trains with another
         (the DNC's RMSProp); Adam by default.
+      loss: train outputs -> the scalar loss, for a model whose peers train it on its
+        own loss (GQN's negative ELBO); the mean square of the outputs by default.
     """
     opt = optimizer or core.optimizers.Adam(LEARNING_RATE, epsilon=EPSILON)
 
@@ -123,6 +127,7 @@ def core_case(
         build_optimizer=opt.build,
         update=update,
         state=lambda: list(module.variables) + list(opt.variables),
+        loss=loss,
     )
 
 

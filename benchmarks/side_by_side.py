@@ -84,6 +84,15 @@ PEERS = {
             "PEER_VENV/bin/pip install --no-deps dnc"
         ),
     ),
+    "torch_gqn": Peer(
+        script="torch_gqn.py",
+        workload="gqn",
+        install=(
+            "git clone https://github.com/iShohei220/torch-gqn PEER_DIR && python3 -m venv PEER_VENV && "
+            "PEER_VENV/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu; "
+            "then pass --peer-dir PEER_DIR"
+        ),
+    ),
 }
 
 
@@ -225,6 +234,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--peer-python", default=os.environ.get("PEER_PYTHON"), help="the peer venv's python (or $PEER_PYTHON)"
     )
+    p.add_argument("--peer-dir", help="a clone of the peer's repository, for peers run from one (torch_gqn)")
     p.add_argument("--preset", default="quick", help="the workload's size preset (smoke, quick, paper; default quick)")
     p.add_argument("--config", help="a JSON object of size arguments overriding the preset's")
     p.add_argument("--modes", default="function,xla", help="our modes, comma-separated (default function,xla)")
@@ -268,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     config = _config(workload, args, p)
     sides = {f"ours_{m}": ours_command(workload, m, config, args) for m in modes}
     sides[args.peer] = [args.peer_python, os.path.join(PEERS_DIR, peer.script), *_common(config, args)]
+    if args.peer_dir:
+        sides[args.peer] += ["--peer-dir", os.path.abspath(args.peer_dir)]
     started = time.time()
     result = compare(sides, args.peer, args.pairs, args.timeout, log=sys.stderr)
     result.update(
