@@ -224,8 +224,9 @@ class MultiHeadAttention(Module):
                     f"got dtype {tf.as_dtype(key_mask.dtype).name}"
                 )
             expected = tf.TensorShape([batch, key.shape[1]])
-            if not key_mask.shape.is_compatible_with(expected):
+            mask_shape = tf.TensorShape(key_mask.shape)  # NumPy masks have tuple shapes
+            if not mask_shape.is_compatible_with(expected):
                 raise ValueError(
                     f"{utils.describe(self)}: expected key_mask of shape {expected} [batch, keys], "
-                    f"got shape {key_mask.shape}"
+                    f"got shape {mask_shape}"
                 )

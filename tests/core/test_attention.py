@@ -96,6 +96,16 @@ def test_masked_keys_get_exactly_zero_weight(rng):
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
 
 
+def test_numpy_inputs_and_mask_give_what_tensors_give(rng):
+    mha = core.MultiHeadAttention(2, 3)
+    x = rng.normal(size=(2, 4, 3)).astype(np.float32)
+    mask = np.array([[True, False, True, True], [False, True, True, False]])
+    expected = mha(tf.constant(x), key_mask=tf.constant(mask)).numpy()
+    np.testing.assert_array_equal(mha(x, key_mask=mask).numpy(), expected)
+    with pytest.raises(ValueError, match="expected key_mask of shape"):
+        mha(x, key_mask=mask[:, :3])
+
+
 def test_permutation_equivariant_over_entities(rng):
     mha = core.MultiHeadAttention(2, 3, b_init=init(3))
     x = rng.normal(size=(2, 5, 4)).astype(np.float32)
