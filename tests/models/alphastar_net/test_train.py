@@ -272,9 +272,14 @@ def test_two_workers_train_as_one_process_on_the_whole_batch(tmp_path):
 
 @pytest.mark.slow
 def test_behaviour_cloning_reaches_95_percent_on_every_head(tmp_path):
-    """The reproduction, opt-in: bc_mini.gin as it is (batches of 16 episodes, Adam 1e-3)."""
+    """The reproduction, opt-in: bc_mini.gin as it is (batches of 16 episodes, Adam 1e-3)
+    is solved, every head at least 95 % right on the held-out games, at its first
+    evaluation, step 500; the clone then scores within 1 of the expert in play."""
     gin.clear_config()
-    train.parse_config([os.path.join(ROOT, "models", "alphastar_net", "configs", "bc_mini.gin")], [], seed=None)
+    config = os.path.join(ROOT, "models", "alphastar_net", "configs", "bc_mini.gin")
+    train.parse_config([config], ["train.stop_when_solved=True"], seed=None)
     result = train.train(train.Settings(), str(tmp_path))
-    held_out = result.eval["held_out"]
+    assert result.solved_at == 500, result.eval
+    held_out, play = result.eval["held_out"], result.eval["play"]
     assert all(held_out[f"accuracy/{k}"] >= 0.95 for k in train.imitation.HEADS), held_out
+    assert abs(play["score"] - play["expert_score"]) < 1.0 and play["score"] > play["random_score"] + 10
