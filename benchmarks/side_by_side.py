@@ -93,6 +93,15 @@ PEERS = {
             "then pass --peer-dir PEER_DIR"
         ),
     ),
+    "biggan_pytorch": Peer(
+        script="biggan_pytorch.py",
+        workload="biggan",
+        install=(
+            "python3 -m venv PEER_VENV && PEER_VENV/bin/pip install torch --index-url "
+            "https://download.pytorch.org/whl/cpu && PEER_VENV/bin/pip install numpy; "
+            "git clone https://github.com/ajbrock/BigGAN-PyTorch CLONE and pass --peer-dir CLONE"
+        ),
+    ),
 }
 
 
@@ -234,7 +243,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--peer-python", default=os.environ.get("PEER_PYTHON"), help="the peer venv's python (or $PEER_PYTHON)"
     )
-    p.add_argument("--peer-dir", help="a clone of the peer's repository, for peers run from one (torch_gqn)")
+    p.add_argument(
+        "--peer-dir", help="a clone of the peer's repository, for peers run from one (torch_gqn, biggan_pytorch)"
+    )
     p.add_argument("--preset", default="quick", help="the workload's size preset (smoke, quick, paper; default quick)")
     p.add_argument("--config", help="a JSON object of size arguments overriding the preset's")
     p.add_argument("--modes", default="function,xla", help="our modes, comma-separated (default function,xla)")

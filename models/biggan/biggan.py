@@ -265,7 +265,7 @@ class _Network(core.Module):
         with `is_training=False` (see `layers.py`). The network must have been called once.
         """
         for module in self.submodules:
-            if isinstance(module, layers.SpectralLayer):
+            if isinstance(module, layers.SPECTRAL_LAYERS):
                 module.power_iteration()
 
 
@@ -361,6 +361,7 @@ class Generator(_Network):
         Returns:
           [B, resolution, resolution, 3] images in [-1, 1], of `z`'s dtype.
         """
+        z, y = tf.convert_to_tensor(z), tf.convert_to_tensor(y)
         self._check_inputs(z, y)
         self._initialize(z)
         chunks = tf.split(z, self.num_chunks, axis=1)
@@ -438,6 +439,7 @@ class Discriminator(_Network):
         Returns:
           Logits [B], of the images' dtype.
         """
+        images, y = tf.convert_to_tensor(images), tf.convert_to_tensor(y)
         self._check_inputs(images, y)
         self._initialize(images)
         h = images

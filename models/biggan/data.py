@@ -229,7 +229,8 @@ def tfds_images(
         if shape[0] is None or shape[0] != shape[1]:
             raise ValueError(f"TFDS dataset {name!r} has images of shape {shape}: give a resolution")
         resolution = shape[0]
-    if in_memory:
+    array_record = str(getattr(info, "file_format", "")).lower().endswith("array_record")
+    if in_memory and not array_record:
         ds = builder.as_dataset(
             split=split, shuffle_files=False, read_config=tfds.ReadConfig(interleave_cycle_length=1)
         )
@@ -264,7 +265,17 @@ def tfds_images(
         )
         return images, tf.ensure_shape(labels, [None])
 
-    return Images(count, num_classes, resolution, read, f"{name}/{split} (by index)")
+    by_index = Images(count, num_classes, resolution, read, f"{name}/{split} (by index)")
+    if not in_memory:
+        return by_index
+    # ArrayRecord files have no tf.data reader: read them whole by index.
+    parts = [by_index.read(tf.range(i, min(i + 1024, count), dtype=tf.int64)) for i in range(0, count, 1024)]
+    return in_memory_images(
+        np.concatenate([p[0].numpy() for p in parts]),
+        np.concatenate([p[1].numpy() for p in parts]),
+        num_classes,
+        name=f"{name}/{split}",
+    )
 
 
 # --- the task ------------------------------------------------------------------------
@@ -314,6 +325,11 @@ class GANTask:
                 raise ValueError(f"GANTask: {name} must be a positive int, got {value!r}")
         if self.images.size < 1:
             raise ValueError(f"GANTask: the images ({self.images.name}) hold no examples")
+        if self.batch_size * self.d_steps > self.images.size:
+            raise ValueError(
+                f"GANTask: a step reads batch_size * d_steps = {self.batch_size * self.d_steps} examples, more than "
+                f"the {self.images.size} the data ({self.images.name}) holds"
+            )
 
     @property
     def num_classes(self) -> int:
@@ -330,8 +346,16 @@ class GANTask:
         n = self.images.size
         positions = (step * k) * b + tf.range(k * b, dtype=tf.int64)
         epochs = positions // n
-        seeds = tf.stack([tf.fill(tf.shape(epochs), tf.constant(seed, tf.int64)), epochs], axis=1)
-        records = tf.random.experimental.index_shuffle(positions % n, seeds, tf.constant(n - 1, tf.int64))
+        # One permutation per epoch, drawn from (seed, epoch). A batch no larger than the
+        # data spans at most two epochs, so two draws cover it.
+        first_epoch = positions[0] // n
+        epochs = positions // n
+
+        def permuted(epoch):
+            seed_pair = tf.stack([tf.constant(seed, tf.int64), epoch])
+            return tf.random.experimental.index_shuffle(positions % n, seed_pair, tf.constant(n - 1, tf.int64))
+
+        records = tf.where(epochs == first_epoch, permuted(first_epoch), permuted(first_epoch + 1))
         images, labels = self.images.read(records)
         images = tf.cast(images, tf.float32) / 127.5 - 1.0
         r = self.resolution

@@ -51,8 +51,8 @@ class GANStep:
         self,
         generator: biggan.Generator,
         discriminator: biggan.Discriminator,
-        g_optimizer: core.optimizers.Optimizer,
-        d_optimizer: core.optimizers.Optimizer,
+        g_optimizer: core.Module,
+        d_optimizer: core.Module,
         average: sampling.WeightAverage | None = None,
         d_steps: int = 2,
         ortho_beta: float = 0.0,
@@ -116,6 +116,10 @@ class GANStep:
         return tape.gradient(loss, params), {"g_loss": g_loss}
 
     def _fn(self, name: str, fn: Callable, compile_: bool) -> Callable:
+        """`fn` compiled by XLA, or `fn` itself (inline: a nested `tf.function` may not write
+        replicated state under a strategy)."""
+        if not compile_:
+            return fn
         key = (name, compile_)
         if key not in self._compiled:
             self._compiled[key] = tf.function(fn, jit_compile=compile_, reduce_retracing=True)
@@ -141,8 +145,7 @@ class GANStep:
                 self.generator.power_iteration()
             if pure and not compile_g:
                 fake = self.generate(batch.z[k], batch.fake_labels[k], pure)
-                if pure:
-                    self.discriminator.power_iteration()
+                self.discriminator.power_iteration()
                 grads, metrics = self._fn("d", self.d_loss_and_grads, self.jit_compile)(
                     batch.images[k], batch.labels[k], fake, batch.fake_labels[k], pure
                 )

@@ -28,7 +28,7 @@ def _orthogonal() -> core.initializers.Initializer:
     return core.initializers.Orthogonal()
 
 
-class SpectralLayer(core.Module):
+class _SpectralLayer(core.Module):
     """Base of the layers here: the weight `w`, its spectral norm and the power-iteration step."""
 
     def _make_weight(self, shape: list[int], dtype: tf.DType) -> None:
@@ -43,7 +43,7 @@ class SpectralLayer(core.Module):
         self.spectral_norm(self.w, is_training=True)
 
 
-class SNLinear(SpectralLayer):
+class SNLinear(_SpectralLayer):
     """`outputs = inputs @ (w / sigma) + b` over the last axis.
 
     Args:
@@ -88,7 +88,7 @@ class SNLinear(SpectralLayer):
         return outputs + self.b if self.with_bias else outputs
 
 
-class SNConv2D(SpectralLayer):
+class SNConv2D(_SpectralLayer):
     """A stride-1 "SAME" 2-D convolution (NHWC) with the kernel `w / sigma`.
 
     sigma is taken of the kernel viewed as a [kh * kw * in, out] matrix, as BigGAN does.
@@ -139,7 +139,7 @@ class SNConv2D(SpectralLayer):
         return tf.nn.bias_add(outputs, self.b) if self.with_bias else outputs
 
 
-class SNEmbed(SpectralLayer):
+class SNEmbed(_SpectralLayer):
     """An embedding table `w` [vocab_size, embed_dim] looked up as `w / sigma`.
 
     Args:
@@ -177,3 +177,7 @@ class SNEmbed(SpectralLayer):
     def power_iteration(self) -> None:
         self._initialize()
         super().power_iteration()
+
+
+# Every layer with a spectral norm of its weight (what `power_iteration` of a network visits).
+SPECTRAL_LAYERS = (SNLinear, SNConv2D, SNEmbed)

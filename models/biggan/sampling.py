@@ -108,7 +108,7 @@ def standing_statistics(
             average.average.assign(tf.cast(value / num_batches, average.average.dtype))
 
 
-class WeightAverage(core.Module):
+class WeightAverage:
     """Keeps a copy of a network whose weights are an exponential moving average of another's.
 
     At each `update(step)`, for every trainable variable s of `source` and its
@@ -126,17 +126,16 @@ class WeightAverage(core.Module):
       target: its copy, of the same architecture, already built.
       decay: the average's decay (the paper: 0.9999).
       start_step: the first step that averages (BigGAN-PyTorch: 20,000 at 128x128).
-      name: module name.
+
+    It holds no variables of its own (the target's are the average), so a checkpoint of
+    the target is all a resumed run needs.
     """
 
-    def __init__(
-        self, source: tf.Module, target: tf.Module, decay: float = 0.9999, start_step: int = 0, name: str | None = None
-    ):
-        super().__init__(name=name)
+    def __init__(self, source: tf.Module, target: tf.Module, decay: float = 0.9999, start_step: int = 0):
         if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0.0 <= decay < 1.0:
-            raise ValueError(f"{core.utils.describe(self)}: decay must be in [0, 1), got {decay!r}")
+            raise ValueError(f"WeightAverage: decay must be in [0, 1), got {decay!r}")
         if not core.utils.is_int(start_step) or start_step < 0:
-            raise ValueError(f"{core.utils.describe(self)}: start_step must be a non-negative int, got {start_step!r}")
+            raise ValueError(f"WeightAverage: start_step must be a non-negative int, got {start_step!r}")
         self.decay = float(decay)
         self.start_step = int(start_step)
         pairs = list(zip(source.variables, target.variables))
@@ -145,16 +144,15 @@ class WeightAverage(core.Module):
         ]
         if len(source.variables) != len(target.variables) or mismatched:
             raise ValueError(
-                f"{core.utils.describe(self)}: target must be built like source "
+                f"WeightAverage: target must be built like source "
                 f"({len(source.variables)} vs {len(target.variables)} variables; first mismatches {mismatched[:3]})"
             )
-        # Held in a list the module does not track: the networks are not this module's to save.
-        self._pairs = [pairs]
+        self._pairs = pairs
 
     def update(self, step: int | tf.Tensor) -> None:
         """Moves the target's weights towards the source's (see the class docstring)."""
         step = tf.convert_to_tensor(step)
-        for source, target in self._pairs[0]:
+        for source, target in self._pairs:
             if not target.trainable:
                 target.assign(source)
                 continue
@@ -163,7 +161,7 @@ class WeightAverage(core.Module):
 
     def copy(self) -> None:
         """Sets the target equal to the source."""
-        for source, target in self._pairs[0]:
+        for source, target in self._pairs:
             target.assign(source)
 
 
