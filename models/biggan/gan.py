@@ -127,11 +127,19 @@ class GANStep:
 
     # --- the step ----------------------------------------------------------------------------
 
-    def replica_step(self, batch, step: tf.Tensor) -> dict[str, tf.Tensor]:
-        """One step on this replica's `data.Batch`; returns its metrics (means over its batch).
+    def replica_step(self, batch, step: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        """One step on this replica's `data.Batch`: (its metrics, means over its batch; whether it was finite).
 
         Call it inside `strategy.run` (or directly, on one device), itself inside a
         `tf.function`. `step` is the generator step being taken (for the weight average).
+
+        Each of the step's updates (`d_steps` of D, one of G, the weight average) is
+        applied only if its losses on every replica and its all-reduced gradients are
+        finite, and only if every update before it in the step was applied and left the
+        weights finite; the verdict (a bool tensor, the same on every replica) says
+        whether all were. An update that overflows the weights is itself applied (the
+        verdict is then False): undo the step by restoring the variables as they were
+        before it, if the run goes on.
         """
         ctx = tf.distribute.get_replica_context()
         replicas = 1 if ctx is None else ctx.num_replicas_in_sync
@@ -139,7 +147,7 @@ class GANStep:
         # A cross-replica generator's collectives cannot be compiled for one device.
         compile_g = self.jit_compile and not (replicas > 1 and self.generator.cross_replica)
         d_params, g_params = self.discriminator.trainable_variables, self.generator.trainable_variables
-        metrics = {}
+        finite, metrics = tf.constant(True), {}
         for k in range(self.d_steps):
             if pure:
                 self.generator.power_iteration()
@@ -155,16 +163,40 @@ class GANStep:
                 grads, metrics = self._fn("gd", self._generate_and_d, self.jit_compile)(
                     batch.images[k], batch.labels[k], batch.z[k], batch.fake_labels[k], pure
                 )
-            self.d_optimizer.apply(core.distribute.all_reduce_gradients(grads), d_params)
+            losses_k = [metrics["d_loss_real"], metrics["d_loss_fake"]]
+            finite = _guarded_update(self.d_optimizer, grads, d_params, losses_k, finite)
         if pure:
             self.generator.power_iteration()
             self.discriminator.power_iteration()
         grads, g_metrics = self._fn("g", self.g_loss_and_grads, compile_g)(batch.z[-1], batch.fake_labels[-1], pure)
-        self.g_optimizer.apply(core.distribute.all_reduce_gradients(grads), g_params)
+        finite = _guarded_update(self.g_optimizer, grads, g_params, [g_metrics["g_loss"]], finite)
         if self.average is not None:
-            self.average.update(step)
-        return {**metrics, **g_metrics}
+            average = self.average
+
+            def update_average():
+                average.update(step)
+                return tf.constant(True)
+
+            finite = tf.cond(finite, update_average, lambda: tf.constant(False))
+        return {**metrics, **g_metrics}, finite
 
     def _generate_and_d(self, images, labels, z, fake_labels, pure: bool):
         fake = self.generate(z, fake_labels, pure)
         return self.d_loss_and_grads(images, labels, fake, fake_labels, pure)
+
+
+def _guarded_update(optimizer, grads, params, losses_, finite: tf.Tensor) -> tf.Tensor:
+    """All-reduces `grads` and applies them if `finite` and the losses (on every replica)
+    and the reduced gradients are finite; returns whether it did and the weights stayed finite."""
+    grads = core.distribute.all_reduce_gradients(grads)
+    bad = tf.add_n([tf.cast(tf.logical_not(tf.math.is_finite(loss)), tf.float32) for loss in losses_])
+    # One verdict for all replicas: the reduced gradients are the same everywhere, and a
+    # replica's non-finite loss counts for all.
+    bad = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, bad)
+    ok = finite & tf.math.is_finite(tf.linalg.global_norm(grads)) & tf.equal(bad, 0.0)
+
+    def update():
+        optimizer.apply(grads, params)
+        return tf.reduce_all([tf.reduce_all(tf.math.is_finite(p)) for p in params])
+
+    return tf.cond(ok, update, lambda: tf.constant(False))

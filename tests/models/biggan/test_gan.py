@@ -53,7 +53,8 @@ def _run(strategy, cross_replica, jit_compile, steps=2):
         step.average = sampling.WeightAverage(g, g_ema, decay=0.5, start_step=1)
     fn = tf.function(lambda b, i: strategy.run(step.replica_step, args=(b, i)))
     for s, batch in enumerate(batches):
-        metrics = fn(batch, tf.constant(s, tf.int64))
+        metrics, finite = fn(batch, tf.constant(s, tf.int64))
+        assert all(bool(f) for f in strategy.experimental_local_results(finite))
     return (g, g_ema, d, step), strategy.experimental_local_results(metrics)
 
 
