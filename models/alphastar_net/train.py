@@ -65,6 +65,7 @@ gin.external_configurable(environment.full_settings, module="environment")
 gin.external_configurable(imitation.ImitationTask, module="imitation")
 gin.external_configurable(core.optimizers.Adam, module="optimizers")
 gin.external_configurable(core.optimizers.RMSProp, module="optimizers")
+gin.external_configurable(core.optimizers.SGD, module="optimizers")
 
 
 # --- the settings ------------------------------------------------------------------------
