@@ -117,6 +117,7 @@ def test_resumed_run_ends_with_the_same_weights_bit_for_bit(data_dir, tmp_path):
     assert resumed.history[-1] == straight.history[-1]
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact_under_xla_too(data_dir, tmp_path):
     xla = ["train.jit_compile=True", "train.checkpoint_every=2"]
     run(data_dir, tmp_path / "a", "train.num_steps=2", *xla)
@@ -148,8 +149,9 @@ def test_a_truncated_or_unlisted_latest_checkpoint_falls_back_to_the_one_before(
 
 @pytest.mark.parametrize("mode", ["stop", "skip"])
 def test_a_non_finite_step_never_reaches_the_weights(data_dir, tmp_path, mode):
-    # A learning rate of 1e38: the first update overflows the weights to infinity.
-    huge = ["lr/schedules.LinearDecay.initial_value=1e38", "lr/schedules.LinearDecay.final_value=1e38"]
+    # A learning rate of 1e39, beyond float32: Adam's first update makes the weights
+    # infinite (1e38 would not: Adam's steps are about the learning rate in size).
+    huge = ["lr/schedules.LinearDecay.initial_value=1e39", "lr/schedules.LinearDecay.final_value=1e39"]
     bindings = [*huge, "train.checkpoint_every=1", "train.num_steps=4", f"train.on_nonfinite='{mode}'"]
     bindings += ["train.log_every=1"]
     if mode == "stop":
@@ -275,8 +277,8 @@ def test_command_line(data_dir, tmp_path):
         f"--workdir={tmp_path / 'nan'}",
         f"--gin_config={SMOKE}",
         f"--gin_bindings=DATA_DIR='{data_dir}'",
-        "--gin_bindings=lr/schedules.LinearDecay.initial_value=1e38",
-        "--gin_bindings=lr/schedules.LinearDecay.final_value=1e38",
+        "--gin_bindings=lr/schedules.LinearDecay.initial_value=1e39",
+        "--gin_bindings=lr/schedules.LinearDecay.final_value=1e39",
     )
     assert nan.returncode == 1, nan.stderr[-2000:]
     assert "the loss, a gradient or the updated weights are not finite" in nan.stderr
