@@ -66,6 +66,7 @@ gin.external_configurable(gqn.GQN, module="gqn")
 gin.external_configurable(task_lib.SceneTask, module="task")
 gin.external_configurable(scenes.Settings, module="scenes")
 gin.external_configurable(core.optimizers.Adam, module="optimizers")
+gin.external_configurable(core.optimizers.SGD, module="optimizers")
 gin.external_configurable(core.optimizers.schedules.LinearDecay, module="schedules")
 
 
