@@ -49,6 +49,6 @@ import importlib
 # The core's workloads, in the order the tables list them (imported one by one, as an
 # import sorter would reorder a single import line); `registry.load()` imports the other
 # modules here (one per model) after them, in name order.
-CORE = ("core_mlp", "core_lstm", "core_conv", "core_conv_lstm", "core_attention")
+CORE = ("core_mlp", "core_lstm", "core_conv", "core_conv_lstm", "core_attention", "core_lstm_ln", "core_gru")
 for _name in CORE:
     importlib.import_module(f"{__name__}.{_name}")

@@ -6,7 +6,9 @@ import core
 from benchmarks import cases, registry
 
 
-def _inputs(dtype: tf.DType, batch: int, steps: int, inputs: int, batch_major: bool = False):
+def sequence(dtype: tf.DType, batch: int, steps: int, inputs: int, batch_major: bool = False):
+    """seed -> a normal sequence [steps, batch, inputs] (or batch-major, for Keras)."""
+
     def make(seed: int) -> tf.Tensor:
         x = cases.normal(seed, [steps, batch, inputs], dtype)
         return tf.transpose(x, [1, 0, 2]) if batch_major else x
@@ -14,13 +16,15 @@ def _inputs(dtype: tf.DType, batch: int, steps: int, inputs: int, batch_major: b
     return make
 
 
-def build(dtype: tf.DType, batch: int, steps: int, inputs: int, hidden: int) -> registry.Case:
-    lstm = core.LSTM(hidden, dtype=dtype)
+def build(
+    dtype: tf.DType, batch: int, steps: int, inputs: int, hidden: int, lstm: core.LSTM | None = None
+) -> registry.Case:
+    lstm = lstm or core.LSTM(hidden, dtype=dtype)
 
     def forward(x: tf.Tensor) -> tf.Tensor:
         return core.dynamic_unroll(lstm, x, lstm.initial_state(batch))[0]
 
-    return cases.core_case(lstm, batch, _inputs(dtype, batch, steps, inputs), forward)
+    return cases.core_case(lstm, batch, sequence(dtype, batch, steps, inputs), forward)
 
 
 def build_sonnet(dtype: tf.DType, batch: int, steps: int, inputs: int, hidden: int) -> registry.Case:
@@ -31,7 +35,7 @@ def build_sonnet(dtype: tf.DType, batch: int, steps: int, inputs: int, hidden: i
     def forward(x: tf.Tensor) -> tf.Tensor:
         return snt.dynamic_unroll(lstm, x, lstm.initial_state(batch))[0]
 
-    return cases.sonnet_case(lstm, batch, _inputs(dtype, batch, steps, inputs), forward)
+    return cases.sonnet_case(lstm, batch, sequence(dtype, batch, steps, inputs), forward)
 
 
 def build_keras(dtype: tf.DType, batch: int, steps: int, inputs: int, hidden: int) -> registry.Case:
@@ -44,10 +48,18 @@ def build_keras(dtype: tf.DType, batch: int, steps: int, inputs: int, hidden: in
     return cases.keras_case(
         lstm,
         batch,
-        _inputs(dtype, batch, steps, inputs, batch_major=True),
+        sequence(dtype, batch, steps, inputs, batch_major=True),
         forward=lambda x: lstm(x, training=False),
         train_forward=lambda x: lstm(x, training=True),
     )
+
+
+# Shared with `lstm_ln` and `gru`.
+SIZES = {
+    "smoke": {"batch": 2, "steps": 3, "inputs": 4, "hidden": 8},
+    "quick": {"batch": 16, "steps": 50, "inputs": 64, "hidden": 256},
+    "paper": {"batch": 64, "steps": 100, "inputs": 128, "hidden": 512},
+}
 
 
 def flops(batch: int, steps: int, inputs: int, hidden: int) -> registry.Flops:
@@ -66,11 +78,7 @@ registry.register(
     registry.Workload(
         name="lstm",
         description="core.LSTM + dynamic_unroll",
-        sizes={
-            "smoke": {"batch": 2, "steps": 3, "inputs": 4, "hidden": 8},
-            "quick": {"batch": 16, "steps": 50, "inputs": 64, "hidden": 256},
-            "paper": {"batch": 64, "steps": 100, "inputs": 128, "hidden": 512},
-        },
+        sizes=SIZES,
         build=build,
         peers={"sonnet": build_sonnet, "keras": build_keras},
         flops=flops,

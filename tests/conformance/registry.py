@@ -235,10 +235,24 @@ ENTRIES: list[Entry] = [
     ),
     Entry("GRU", core.GRU, lambda: core.GRU(3), normal(2, 4), forward=lambda m, x, t: m(x[0], m.initial_state(2))),
     Entry(
+        "Conv1DLSTM",
+        core.Conv1DLSTM,
+        lambda: core.Conv1DLSTM([5, 2], 3, 3),
+        normal(2, 5, 2),
+        forward=lambda m, x, t: m(x[0], m.initial_state(2)),
+    ),
+    Entry(
         "Conv2DLSTM",
         core.Conv2DLSTM,
         lambda: core.Conv2DLSTM([4, 4, 2], 3, 3),
         normal(2, 4, 4, 2),
+        forward=lambda m, x, t: m(x[0], m.initial_state(2)),
+    ),
+    Entry(
+        "Conv3DLSTM",
+        core.Conv3DLSTM,
+        lambda: core.Conv3DLSTM([3, 3, 3, 2], 2, 3),
+        normal(2, 3, 3, 3, 2),
         forward=lambda m, x, t: m(x[0], m.initial_state(2)),
     ),
     Entry(

@@ -51,12 +51,15 @@ def test_gru_matches_sonnet(rng):
     assert_parity(core.GRU(5), snt.GRU(5), [f32(rng, 2, 4), f32(rng, 2, 5)])
 
 
-@pytest.mark.parametrize("kernel_shape", [3, (3, 1)])
-def test_conv2d_lstm_matches_sonnet(kernel_shape, rng):
-    inputs = [f32(rng, 2, 4, 5, 2), f32(rng, 2, 4, 5, 3), f32(rng, 2, 4, 5, 3)]
+@pytest.mark.parametrize(
+    "name, spatial, kernel_shape",
+    [("Conv1DLSTM", [5], 3), ("Conv2DLSTM", [4, 5], 3), ("Conv2DLSTM", [4, 5], (3, 1)), ("Conv3DLSTM", [3, 4, 2], 3)],
+)
+def test_conv_lstms_match_sonnet(name, spatial, kernel_shape, rng):
+    inputs = [f32(rng, 2, *spatial, 2), f32(rng, 2, *spatial, 3), f32(rng, 2, *spatial, 3)]
     assert_parity(
-        core.Conv2DLSTM([4, 5, 2], 3, kernel_shape, forget_bias=0.3),
-        snt.Conv2DLSTM([4, 5, 2], 3, kernel_shape, forget_bias=0.3),
+        getattr(core, name)([*spatial, 2], 3, kernel_shape, forget_bias=0.3),
+        getattr(snt, name)([*spatial, 2], 3, kernel_shape, forget_bias=0.3),
         inputs,
         call_ours=lambda m, x, h, c: m(x, core.LSTMState(h, c)),
         call_theirs=lambda m, x, h, c: m(x, snt.LSTMState(h, c)),
@@ -129,6 +132,41 @@ def test_unrolls_match_sonnet(unroll, lengths, mode, rng):
         call_ours=as_function(call_ours, mode),
         call_theirs=as_function(call_theirs, mode),
     )
+
+
+# Every variable's gradient through a whole unroll, against Sonnet's: the unrolls move
+# the input products (and, in graphs, the recurrent weights' gradients) out of the loop.
+_SONNET_UNROLLS = {
+    "LSTM": (lambda lib: lib.LSTM(4), (5, 2, 3)),
+    "LSTM_projection": (lambda lib: lib.LSTM(4, projection_size=2), (5, 2, 3)),
+    "GRU": (lambda lib: lib.GRU(3), (5, 2, 3)),
+    "Conv2DLSTM": (lambda lib: lib.Conv2DLSTM([3, 3, 2], 2, 3), (4, 2, 3, 3, 2)),
+}
+
+
+@pytest.mark.parametrize(
+    "name, mode",
+    [(name, mode) for name in _SONNET_UNROLLS for mode in ("eager", "function")] + [("LSTM", "xla"), ("GRU", "xla")],
+)
+def test_unroll_parameter_gradients_match_sonnet(name, mode, rng):
+    make, shape = _SONNET_UNROLLS[name]
+    seq = tf.constant(f32(rng, *shape))
+    theirs, ours = make(snt), make(core)
+    theirs(seq[0], theirs.initial_state(2)), ours(seq[0], ours.initial_state(2))
+    core.utils.port_variables(theirs, ours)
+
+    def grads(lib, module):
+        with tf.GradientTape() as tape:
+            outputs, final = lib.dynamic_unroll(module, seq, module.initial_state(2))
+            loss = tf.reduce_sum(tf.sin(outputs)) + sum(tf.reduce_sum(s * s) for s in tf.nest.flatten(final))
+        names = [v.name for v in module.trainable_variables]
+        return dict(zip(names, tape.gradient(loss, module.trainable_variables)))
+
+    want = grads(snt, theirs)
+    got = as_function(lambda: grads(core, ours), mode)()
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_allclose(got[name].numpy(), want[name].numpy(), rtol=1e-5, atol=1e-5, err_msg=name)
 
 
 @pytest.mark.parametrize(
@@ -370,6 +408,94 @@ def test_dynamic_unroll_gradients_agree_across_modes(rng):
             np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5 * scale)
 
 
+_CORES = {
+    "LSTM": (lambda: core.LSTM(4), (4, 3, 3)),
+    "LSTM_projection": (lambda: core.LSTM(4, projection_size=2), (4, 3, 3)),
+    "LSTM_layer_norm": (lambda: core.LSTM(4, layer_norm=True), (4, 3, 3)),
+    "GRU": (lambda: core.GRU(4), (4, 3, 3)),
+    "Conv1DLSTM": (lambda: core.Conv1DLSTM([5, 2], 2, 3), (3, 3, 5, 2)),
+    "Conv3DLSTM": (lambda: core.Conv3DLSTM([2, 3, 3, 2], 2, 3), (3, 3, 2, 3, 3, 2)),
+}
+
+
+@pytest.mark.parametrize(
+    "name, lengths, mode",
+    [
+        ("LSTM", "lengths", "function"),
+        ("LSTM", "full", "xla"),
+        ("LSTM_projection", "lengths", "function"),
+        ("LSTM_layer_norm", "full", "function"),
+        ("LSTM_layer_norm", "lengths", "xla"),
+        ("GRU", "lengths", "function"),
+        ("GRU", "full", "xla"),
+        ("Conv1DLSTM", "lengths", "function"),
+        ("Conv3DLSTM", "full", "xla"),
+    ],
+)
+def test_fast_unroll_gradients_match_autodiff(name, lengths, mode, rng):
+    """The gradients `dynamic_unroll` writes out equal autodiff's through `static_unroll`."""
+    make, shape = _CORES[name]
+    cell = make()
+    seq = tf.constant(f32(rng, *shape))
+    cell(seq[0], cell.initial_state(3))
+    for v in cell.variables:  # gains and offsets away from 1 and 0
+        v.assign(v + f32(rng, *v.shape) * 0.3)
+    initial = tf.nest.map_structure(lambda s: s + 0.5, cell.initial_state(3))
+    seq_len = tf.constant([3, 1, 0]) if lengths == "lengths" else None
+
+    def results(unroll, s):
+        with tf.GradientTape() as tape:
+            tape.watch([s, initial])
+            outputs, final = unroll(cell, s, initial, sequence_length=seq_len)
+            loss = tf.reduce_sum(tf.sin(outputs)) + sum(tf.reduce_sum(tf.cos(x)) for x in tf.nest.flatten(final))
+        sources = [s, *tf.nest.flatten(initial), *cell.trainable_variables]
+        return [outputs, *tf.nest.flatten(final), *tape.gradient(loss, sources)]
+
+    want = results(core.static_unroll, seq)
+    got = tf.function(lambda s: results(core.dynamic_unroll, s), jit_compile=mode == "xla")(seq)
+    for i, (a, b) in enumerate(zip(got, want)):
+        scale = float(np.abs(b.numpy()).max()) or 1.0
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5 * scale, err_msg=f"result {i}")
+
+
+def test_fast_unroll_refuses_second_derivatives(rng):
+    """A gradient penalty through the fast unroll raises (its values would be wrong);
+    `static_unroll` gives it, as Sonnet's unrolls do."""
+    lstm = core.LSTM(3)
+    seq = tf.constant(f32(rng, 4, 2, 3))
+    lstm(seq[0], lstm.initial_state(2))
+
+    def penalty_grads(unroll):
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                inner.watch(seq)
+                loss = tf.reduce_sum(tf.sin(unroll(lstm, seq, lstm.initial_state(2))[0]))
+            penalty = tf.reduce_sum(tf.square(inner.gradient(loss, seq)))
+        return outer.gradient(penalty, lstm.trainable_variables)
+
+    # A LookupError, which tf.function re-raises as its StagingError.
+    with pytest.raises(Exception, match="LSTM 'lstm' in a graph computes its gradient by hand .* static_unroll"):
+        tf.function(lambda: penalty_grads(core.dynamic_unroll))()
+    static = tf.function(lambda: penalty_grads(core.static_unroll))()
+    eager = penalty_grads(core.dynamic_unroll)
+    for a, b in zip(static, eager):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_subclass_with_its_own_step_is_unrolled_step_by_step(rng):
+    class Doubled(core.LSTM):
+        def __call__(self, inputs, prev_state):
+            return super().__call__(2.0 * inputs, prev_state)
+
+    doubled, plain = Doubled(3), core.LSTM(3)
+    seq = tf.constant(f32(rng, 3, 2, 4))
+    doubled(seq[0], doubled.initial_state(2)), plain(seq[0], plain.initial_state(2))
+    core.utils.port_variables(plain, doubled)
+    for unroll in (core.dynamic_unroll, tf.function(core.dynamic_unroll)):
+        got = unroll(doubled, seq, doubled.initial_state(2))[0]
+        np.testing.assert_allclose(got, unroll(plain, 2.0 * seq, plain.initial_state(2))[0], atol=1e-6)
+
+
 def test_dynamic_unroll_in_mirrored_strategy(mirrored, rng):
     with mirrored.scope():
         lstm = core.LSTM(3)
@@ -378,11 +504,20 @@ def test_dynamic_unroll_in_mirrored_strategy(mirrored, rng):
     dist = mirrored.experimental_distribute_values_from_function(
         lambda ctx: tf.constant(data[ctx.replica_id_in_sync_group])
     )
-    unroll = lambda q: core.dynamic_unroll(lstm, q, lstm.initial_state(2))[0]  # noqa: E731
-    step = tf.function(lambda s: mirrored.run(unroll, args=(s,)))
-    for got, seq in zip(mirrored.experimental_local_results(step(dist)), data):
-        expected = core.static_unroll(lstm, seq, lstm.initial_state(2))[0]
-        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6)
+
+    def outputs_and_grads(unroll, seq):
+        with tf.GradientTape() as tape:
+            outputs = unroll(lstm, seq, lstm.initial_state(2))[0]
+            loss = tf.reduce_sum(tf.sin(outputs))
+        return [outputs, *tape.gradient(loss, lstm.trainable_variables)]
+
+    step = tf.function(lambda s: mirrored.run(lambda q: outputs_and_grads(core.dynamic_unroll, q), args=(s,)))
+    results = step(dist)
+    for replica, seq in enumerate(data):
+        expected = outputs_and_grads(core.static_unroll, tf.constant(seq))
+        for got, want in zip(results, expected):
+            got = mirrored.experimental_local_results(got)[replica]
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
 
 
 # --- errors -----------------------------------------------------------------------------
@@ -446,10 +581,14 @@ def test_bad_constructor_arguments():
         core.LSTM(3, projection_init=core.initializers.Zeros())
     with pytest.raises(TypeError, match="GRU 'gru': dtype must be floating point, got int32"):
         core.GRU(3, dtype=tf.int32)
-    with pytest.raises(ValueError, match=r"input_shape must be three positive ints .* got \[4, 4\]"):
+    with pytest.raises(ValueError, match=r"input_shape must be 3 positive ints \(.*, HWC\), got \[4, 4\]"):
         core.Conv2DLSTM([4, 4], 3, 3)
-    with pytest.raises(ValueError, match="data_format must be 'NHWC' or 'NCHW', got 'NCW'"):
+    with pytest.raises(ValueError, match=r"input_shape must be 2 positive ints \(.*, CW\), got \[4, 4, 1\]"):
+        core.Conv1DLSTM([4, 4, 1], 3, 3, data_format="NCW")
+    with pytest.raises(ValueError, match=r"data_format must be one of \('NHWC', 'NCHW'\), got 'NCW'"):
         core.Conv2DLSTM([4, 4, 2], 3, 3, data_format="NCW")
+    with pytest.raises(ValueError, match=r"kernel_shape must be a positive int or a sequence of 1 or 3"):
+        core.Conv3DLSTM([4, 4, 4, 2], 3, (3, 3))
     with pytest.raises(ValueError, match="deep_rnn_with_skip_connections needs every layer to be an RNNCore"):
         core.deep_rnn_with_skip_connections([core.LSTM(2), tf.nn.relu])
     with pytest.raises(TypeError, match="Can't instantiate abstract class RNNCore"):
