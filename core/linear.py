@@ -9,15 +9,16 @@ from core.module import Module, once
 class Linear(Module):
     """`outputs = inputs @ w + b` over the last axis; leading axes are batch axes.
 
+    The parameters take the dtype of the first inputs, floating point or, as in Sonnet,
+    integer (the product then runs in integers, which TensorFlow's CPU kernels do; GPU
+    kernels do not). Integer inputs need integer-valued initializers, such as
+    `initializers.Constant`: the default draws floats.
+
     Args:
       output_size: size of the output's last axis (a Python or NumPy integer).
       with_bias: whether to add the bias `b`.
-      w_init: initializer of `w` [input_size, output_size]. The default, as in Sonnet,
-        is `TruncatedNormal(stddev=1/sqrt(input_size))`: a normal cut at two standard
-        deviations, whose actual standard deviation is about 0.88/sqrt(input_size).
-        Scaling by 1/sqrt(fan_in) keeps the outputs' variance near the inputs' for
-        independent zero-mean inputs (LeCun et al., 1998, "Efficient BackProp"); the
-        truncation makes it about 0.77 times the inputs'.
+      w_init: initializer of `w` [input_size, output_size];
+        `initializers.default_w_init(input_size)` (Sonnet's) by default.
       b_init: initializer of `b` [output_size]; zeros by default.
       name: module name.
     """
@@ -42,14 +43,20 @@ class Linear(Module):
     @once
     def _initialize(self, inputs: tf.Tensor) -> None:
         utils.check_min_rank(self, inputs, 2, layout="[batch..., input_size]")
-        utils.check_floating(self, inputs)
+        dtype = tf.as_dtype(inputs.dtype)
+        if not (dtype.is_floating or dtype.is_integer):
+            raise TypeError(f"{utils.describe(self)}: inputs must be floating point or integer, got dtype {dtype.name}")
+        if dtype.is_integer and self.w_init is None:
+            raise TypeError(
+                f"{utils.describe(self)}: integer inputs ({dtype.name}) need an integer-valued w_init, such as "
+                "initializers.Constant; the default draws floats"
+            )
         input_size = inputs.shape[-1]
         if input_size is None:
             raise ValueError(
                 f"{utils.describe(self)}: the input size (last axis) must be known, got shape {inputs.shape}"
             )
         self.input_size = input_size
-        dtype = tf.as_dtype(inputs.dtype)
         w_init = self.w_init or initializers.default_w_init(input_size)
         self.w = tf.Variable(w_init([input_size, self.output_size], dtype), name="w")
         if self.with_bias:

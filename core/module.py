@@ -45,7 +45,8 @@ def once(fn: F) -> F:
             self.w = tf.Variable(...)
 
     A call that raises does not count, so the next call tries again. The decorated
-    function must return None; its result would be lost on later calls.
+    function must return None (its result would be lost on later calls): one that returns
+    a value raises `ValueError`, as Sonnet's `snt.once` does.
     """
     params = list(inspect.signature(fn).parameters)
     per_instance = bool(params) and params[0] == "self"
@@ -56,7 +57,7 @@ def once(fn: F) -> F:
 
     def _check(result):
         if result is not None:
-            raise TypeError(f"@once function {fn.__qualname__} returned a value; it must return None")
+            raise ValueError(f"@once function {fn.__qualname__} returned a value; it must return None")
 
     if per_instance:
 

@@ -20,6 +20,10 @@ class MLP(Module):
     dropout draws its masks from the MLP's `dropout` submodule (see `core.Dropout`:
     reproducible, checkpointed random state), where Sonnet uses `tf.nn.dropout`.
 
+    `layers` holds the Linear layers alone, with or without dropout (Sonnet's `_layers`).
+    `submodules` lists them first, in order, then `dropout` when there is one, which
+    Sonnet's MLP does not have: with dropout, it holds one module more than Sonnet's.
+
     Args:
       output_sizes: output size of each layer, in order (Python or NumPy integers, or a
         1-D NumPy integer array).
@@ -61,7 +65,8 @@ class MLP(Module):
         ]
         # As in Sonnet, a rate of None or 0 means no dropout (and no `is_training` argument).
         no_dropout = dropout_rate is None or (isinstance(dropout_rate, numbers.Real) and dropout_rate == 0)
-        self._dropout = None if no_dropout else Dropout(dropout_rate)
+        # Named so that it sorts after `_layers`: `submodules` lists the Linear layers first, as Sonnet's.
+        self.dropout = None if no_dropout else Dropout(dropout_rate)
 
     @property
     def layers(self) -> list[Linear]:
@@ -79,7 +84,7 @@ class MLP(Module):
         Raises:
           ValueError: when `is_training` is missing with dropout, or given without it.
         """
-        dropout = self._dropout
+        dropout = self.dropout
         if (dropout is None) != (is_training is None):
             self._explain_is_training(is_training)
         last = len(self._layers) - 1

@@ -9,6 +9,7 @@ the slots before the traced step (`opt.build(params)`); see `core.optimizers.bas
 
 from core.optimizers import schedules
 from core.optimizers.adam import Adam
+from core.optimizers.base import DTypeMismatchError
 from core.optimizers.momentum import Momentum
 from core.optimizers.rmsprop import RMSProp
 from core.optimizers.sgd import SGD
@@ -19,4 +20,5 @@ __all__ = [
     "Adam",
     "RMSProp",
     "schedules",
+    "DTypeMismatchError",
 ]

@@ -242,8 +242,9 @@ class Optimizer(Module):
           ValueError: if the lists differ in length, are empty, hold no update at all,
             if `parameters` is not the list the slots were built for (optimizers with
             slots), or an update's shape does not match its parameter's.
-          TypeError: if an update's dtype differs from its parameter's, or a parameter
-            is not a floating-point `tf.Variable`.
+          TypeError: if a parameter is not a floating-point `tf.Variable`, or an update's
+            dtype differs from its parameter's (a `DTypeMismatchError`, which is also a
+            `ValueError`, what Sonnet's optimizers raise then).
         """
         if len(updates) != len(parameters):
             raise ValueError(
@@ -377,7 +378,7 @@ class Optimizer(Module):
         sparse = isinstance(update, tf.IndexedSlices)
         values = update.values if sparse else update
         if tf.as_dtype(values.dtype) != parameter.dtype:
-            raise TypeError(
+            raise DTypeMismatchError(
                 f"{utils.describe(self)}: the update of parameter {parameter.name!r} has dtype "
                 f"{tf.as_dtype(values.dtype).name}, but the parameter has dtype {parameter.dtype.name}"
             )
@@ -395,6 +396,14 @@ class Optimizer(Module):
                 f"{utils.describe(self)}: the update of parameter {parameter.name!r} has shape {values.shape}, "
                 f"expected {parameter.shape}"
             )
+
+
+class DTypeMismatchError(TypeError, ValueError):
+    """An update whose dtype is not its parameter's.
+
+    A `TypeError`, as every dtype mismatch in the core, and a `ValueError`, as Sonnet's
+    optimizers raise, so that code written for either catches it.
+    """
 
 
 def _zeros_like(name: str, parameter: tf.Variable) -> tf.Variable:

@@ -23,6 +23,17 @@ def test_computes_affine_map(rng):
     assert lin.w.dtype == tf.float64  # parameters follow the input dtype
 
 
+@pytest.mark.parametrize("dtype", [tf.int32, tf.int64])
+def test_integer_inputs_compute_in_integers_as_in_sonnet(dtype):
+    x = tf.constant([[1, 2], [3, -4]], dtype)
+    ours = core.Linear(3, w_init=core.initializers.Constant(2), b_init=core.initializers.Constant(1))
+    theirs = snt.Linear(3, w_init=snt.initializers.Constant(2), b_init=snt.initializers.Constant(1))
+    got, want = ours(x), theirs(x)
+    assert got.dtype == want.dtype == dtype and ours.w.dtype == dtype
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+    np.testing.assert_array_equal(got.numpy(), [[7, 7, 7], [-1, -1, -1]])
+
+
 def test_default_init_scale(rng):
     lin = core.Linear(2000)
     lin(tf.zeros([1, 400]))
@@ -46,8 +57,10 @@ def test_bad_inputs():
         core.Linear(0)
     with pytest.raises(ValueError, match="b_init given but with_bias=False"):
         core.Linear(2, with_bias=False, b_init=core.initializers.Zeros())
-    with pytest.raises(TypeError, match=r"Linear 'linear': inputs must be floating point, got dtype int32"):
+    with pytest.raises(TypeError, match=r"Linear 'linear': integer inputs \(int32\) need an integer-valued w_init"):
         core.Linear(2)(tf.ones([2, 2], tf.int32))
+    with pytest.raises(TypeError, match=r"Linear 'linear': inputs must be floating point or integer, got dtype bool"):
+        core.Linear(2, w_init=core.initializers.Zeros())(tf.ones([2, 2], tf.bool))
 
 
 def test_numpy_integer_sizes():

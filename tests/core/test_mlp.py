@@ -37,13 +37,24 @@ def test_with_dropout_matches_sonnet_when_not_training(rng):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_layers_hold_only_the_linear_layers_with_dropout_as_in_sonnet():
+    ours = core.nets.MLP([4, 3, 2], dropout_rate=0.5)
+    theirs = snt.nets.MLP([4, 3, 2], dropout_rate=0.5)
+    assert len(ours.layers) == len(theirs._layers) == 3
+    assert all(isinstance(layer, core.Linear) for layer in ours.layers)
+    assert [layer.name for layer in ours.layers] == [layer.name for layer in theirs._layers]
+    ours(tf.ones([1, 2]), is_training=False), theirs(tf.ones([1, 2]), is_training=False)
+    # The Linear layers come first among the submodules, in Sonnet's order; then the dropout.
+    assert [m.name for m in ours.submodules] == [m.name for m in theirs.submodules] + ["dropout"]
+
+
 def test_dropout_applies_before_each_activation_while_training():
     x = tf.ones([64, 3])
     mlp = core.nets.MLP([8, 2], dropout_rate=0.5, activation=lambda h: h + 100.0, w_init=core.initializers.Ones())
     mlp(x, is_training=False)
-    start = mlp._dropout.rng_state.numpy()
-    hidden = mlp._dropout(mlp.layers[0](x), True)  # the mask the first layer gets
-    mlp._dropout.rng_state.assign(start)
+    start = mlp.dropout.rng_state.numpy()
+    hidden = mlp.dropout(mlp.layers[0](x), True)  # the mask the first layer gets
+    mlp.dropout.rng_state.assign(start)
     out = mlp(x, is_training=True)
     expected = mlp.layers[1](hidden + 100.0)  # activation after dropout, none after the last layer
     np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-6)

@@ -97,7 +97,7 @@ def test_once_on_function_and_return_value_rejected():
     def g():
         return 3
 
-    with pytest.raises(TypeError, match="must return None"):
+    with pytest.raises(ValueError, match="must return None"):  # as snt.once
         g()
 
 

@@ -580,6 +580,9 @@ def test_bad_inputs():
         opt.apply([tf.IndexedSlices(tf.ones([1, 3]), tf.constant([0])), None], [w, b])
     with pytest.raises(TypeError, match=r"Adam 'opt': the update of parameter 'b:0' has dtype float64, but the param"):
         opt.apply([tf.ones([3, 2]), tf.ones([2], tf.float64)], [w, b])
+    # Sonnet's optimizers raise ValueError for it: code written for them catches ours too.
+    with pytest.raises(ValueError, match=r"Adam 'opt': the update of parameter 'b:0' has dtype float64"):
+        opt.apply([tf.ones([3, 2]), tf.ones([2], tf.float64)], [w, b])
     # A bad call changes nothing, even when the bad update is not the first.
     assert np.all(w.numpy() == 0) and int(opt.step) == 0
     c = tf.Variable(tf.zeros([2]), name="c")
@@ -615,3 +618,12 @@ def test_bad_hyperparameters():
     opt.learning_rate = schedules.ExponentialDecay(0.1, 10, 0.5)
     with pytest.raises(ValueError, match=r"SGD 'sgd': learning_rate became a schedule after the optimizer was built"):
         opt.apply([tf.constant(1.0)], [p])
+
+
+def test_dtype_mismatch_is_caught_as_sonnet_users_catch_it():
+    w = tf.Variable(tf.zeros([2]))
+    for opt in (snt.optimizers.SGD(0.1), core.optimizers.SGD(0.1)):
+        with pytest.raises(ValueError):
+            opt.apply([tf.ones([2], tf.float64)], [w])
+    with pytest.raises(core.optimizers.DTypeMismatchError):
+        core.optimizers.SGD(0.1).apply([tf.ones([2], tf.float64)], [w])

@@ -80,6 +80,24 @@ def test_deep_rnn_matches_sonnet(rng):
     assert len(ours.initial_state(2)) == 2
 
 
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_deep_rnn_with_plain_callables_unrolls_as_sonnets(mode, rng):
+    """Plain callables between cores take the inputs alone; the state covers the cores alone."""
+
+    def layers(lib):
+        return [lib.LSTM(4, name="first"), lib.Linear(3), tf.nn.relu, lib.GRU(2, name="second"), lambda x: 2.0 * x]
+
+    ours, theirs = core.DeepRNN(layers(core)), snt.DeepRNN(layers(snt))
+    assert len(ours.initial_state(2)) == len(theirs.initial_state(2)) == 2
+    assert_parity(
+        ours,
+        theirs,
+        [f32(rng, 3, 2, 3)],
+        call_ours=as_function(lambda m, x: core.dynamic_unroll(m, x, m.initial_state(2)), mode),
+        call_theirs=as_function(lambda m, x: snt.dynamic_unroll(m, x, m.initial_state(2)), mode),
+    )
+
+
 @pytest.mark.parametrize("concat_final_output", [True, False])
 def test_skip_connections_match_sonnet(concat_final_output, rng):
     def layers(lib):
