@@ -1,6 +1,5 @@
 """Dropout: zero a random fraction of the input while training (Srivastava et al., 2014)."""
 
-import functools
 import numbers
 from collections.abc import Sequence
 
@@ -13,7 +12,15 @@ from core.module import Module, once
 # the same state on CPU, GPU and XLA.
 _ALG = "philox"
 _PHILOX = tf.random.Algorithm.PHILOX.value
-_INT32_SPAN = 2.0**32
+_raw = tf.raw_ops
+
+
+def _threshold(rate: float | tf.Tensor) -> int | tf.Tensor:
+    """The int32 at or above which a uniform int32 draw keeps its element: a fraction
+    1 - rate of the draws, to within 2^-32."""
+    if isinstance(rate, float):
+        return min(int(round(rate * 2.0**32)) - 2**31, 2**31 - 1)
+    return tf.cast(tf.minimum(tf.round(rate * 2.0**32) - 2.0**31, 2.0**31 - 1), tf.int32)
 
 
 class Dropout(Module):
@@ -24,28 +31,26 @@ class Dropout(Module):
     Sonnet; Srivastava et al., 2014, JMLR 15). When not training, or when `rate` is 0, the
     input comes back unchanged.
 
-    Randomness. The module's random state is the variable `rng_state` (the state of a
-    Philox `tf.random.Generator`: a 128-bit counter and a 64-bit key), created on the
-    first call (training or not). With `seed` it starts from that seed; without, its key
-    is drawn from `tf.random.get_global_generator()` when the module is built, so
-    `core.utils.set_seed` makes runs reproducible. Each training call advances the
-    counter by one fixed step, whatever the input's size, and hashes the old key and
-    counter into a fresh Philox key (what `Generator.make_seeds` does); the mask's
-    uniform 32-bit integers come from the stateless Philox kernel under that key, and
-    an element is kept when its draw is at least a threshold set by `rate`. Integer
-    Philox draws are the same on CPU, GPU and XLA (float draws are not), so eager,
-    `tf.function` and XLA give the same mask from the same state; the state is saved in
-    checkpoints, and a restored module continues the same stream.
+    Randomness. The module's random state is the variable `rng_state`, the state of a
+    Philox `tf.random.Generator` (a 128-bit counter and a 64-bit key; a
+    `tf.random.Generator(state=module.rng_state, alg="philox")` reads the same stream),
+    made on the first call (training or not) from `seed` or, without one, from a seed of
+    `tf.random.get_global_generator()`, so that `core.utils.set_seed` makes runs
+    reproducible. Each training call moves the state by one fixed step, whatever the
+    input's size, hashes its key and counter into a fresh key (as `Generator.make_seeds`
+    does), and draws the mask's integers with the stateless Philox op under that key.
+    Integer Philox draws are the same on CPU, GPU and XLA (float draws are not), so
+    eager, `tf.function` and XLA give the same mask from the same state; the state is
+    saved in checkpoints, and a restored module continues the same stream.
 
-    Under a `tf.distribute` strategy (build it in the strategy's scope and call it
-    inside `strategy.run`), every replica advances its own copy of the state by the same
-    fixed step, so the copies stay identical even when the replicas' batches differ in
-    size, while each replica draws its mask from its own block of counters (the
-    replica id is the counter's high word), so replicas drop different elements.
-    Replica 0 draws what a single device would. Call `core.utils.set_seed` (or
-    `tf.random.get_global_generator()`) before entering a strategy's scope: TensorFlow
-    creates the global generator on first use, and if that happens inside a scope it is
-    tied to that strategy.
+    Under a `tf.distribute` strategy (build it in the strategy's scope and call it inside
+    `strategy.run`), every replica moves its own copy of the state by that same step, so
+    the copies stay identical even when the replicas' batches differ in size, while each
+    replica draws from its own block of counters (the replica id is the counter's high
+    word), so replicas drop different elements. Replica 0 draws what one device would.
+    Call `core.utils.set_seed` (or `tf.random.get_global_generator()`) before entering a
+    strategy's scope: TensorFlow creates the global generator on first use, and if that
+    happens inside a scope it is tied to that strategy.
 
     Unlike Sonnet's `Dropout`, which calls the stateful `tf.nn.dropout`, masks here are
     reproducible; the distribution of masks is the same.
@@ -77,14 +82,9 @@ class Dropout(Module):
             if not 0 <= rate < 1:
                 raise ValueError(f"{utils.describe(self)}: rate must be in [0, 1), got {rate!r}")
             rate = float(rate)
-            # Keep an element when its uniform int32 draw is at least this threshold:
-            # a fraction (2^32 - round(rate 2^32)) / 2^32 of draws, 1 - rate to within 2^-32.
-            self._threshold = min(int(round(rate * _INT32_SPAN)) - 2**31, 2**31 - 1)
-            self._static_rate = True
         elif tf.is_tensor(rate) or isinstance(rate, tf.Variable):
             if rate.shape.rank not in (None, 0) or not rate.dtype.is_floating:
                 raise ValueError(f"{utils.describe(self)}: a tensor rate must be a float scalar, got {rate!r}")
-            self._static_rate = False
         else:
             raise TypeError(f"{utils.describe(self)}: rate must be a float or a scalar tensor, got {rate!r}")
         if noise_shape is not None:
@@ -106,16 +106,22 @@ class Dropout(Module):
         # Computed eagerly even when the first call is being traced, so the variable has
         # a concrete initial value and the global generator moves exactly once.
         with tf.init_scope():
-            if self.seed is not None:
-                state = tf.random.create_rng_state(self.seed, _ALG)
-            else:
-                # What `Generator.split` does, without making a throwaway variable: a new
-                # key from the global stream, with the counter at zero.
-                key = tf.random.get_global_generator().uniform_full_int([], tf.int64)
-                state = tf.stack([tf.constant(0, tf.int64), tf.constant(0, tf.int64), key])
-        # "none": each replica advances its own copy by the same fixed step per call, so
-        # the copies never differ and need no communication.
+            seed = self.seed
+            if seed is None:
+                seed = tf.random.get_global_generator().make_seeds(1)[0, 0]
+            state = tf.random.create_rng_state(seed, _ALG)
+        # "none": each replica moves its own copy by the same step per call, so the copies
+        # never differ and need no communication.
         self.rng_state = distribute.state_variable(state, name="rng_state", aggregation="none", dtype=tf.int64)
+        # Constants of every call, made once: raw ops convert Python values slowly when eager.
+        with tf.init_scope():
+            self._one_step = tf.constant(1, tf.uint64)
+            self._split, self._axis = tf.constant([2, 1]), tf.constant(0)
+            self._one_key = tf.constant([1])
+            self._first_block = tf.zeros([2], tf.uint64)  # where one device draws
+            if isinstance(self.rate, float) and self.rate > 0.0:
+                self._threshold = tf.constant(_threshold(self.rate))
+                self._scale, self._zero = tf.constant(1.0 / (1.0 - self.rate), x.dtype), tf.zeros([], x.dtype)
 
     def __call__(self, x: tf.Tensor, is_training: bool | tf.Tensor) -> tf.Tensor:
         """Applies dropout to `x` when `is_training` is true; returns `x` otherwise.
@@ -133,84 +139,61 @@ class Dropout(Module):
           RuntimeError: on a training call under a strategy outside `strategy.run`.
         """
         self._initialize(x)
-        if is_training is True:
-            return self._drop(x)
-        if is_training is False:
-            return x
-        is_training = utils.flag(self, is_training, "is_training")
-        if isinstance(is_training, bool):
-            return self._drop(x) if is_training else x
-        return tf.cond(is_training, lambda: self._drop(x), lambda: tf.identity(x))
+        if is_training is not True and is_training is not False:
+            is_training = utils.flag(self, is_training, "is_training")
+            if tf.is_tensor(is_training):
+                return tf.cond(is_training, lambda: self._drop(x), lambda: tf.identity(x))
+        return self._drop(x) if is_training else x
 
     def _drop(self, x: tf.Tensor) -> tf.Tensor:
-        if self._static_rate:
+        if isinstance(self.rate, float):
             if self.rate == 0.0:
                 return x
-            threshold = self._threshold
-            scale = 1.0 / (1.0 - self.rate)
+            threshold, scale, zero = self._threshold, self._scale, self._zero
+            if x.dtype != zero.dtype:  # another dtype than the first call's
+                scale, zero = tf.cast(scale, x.dtype), tf.zeros([], x.dtype)
         else:
             rate = tf.cast(self.rate, tf.float64)
-            threshold = tf.cast(tf.minimum(tf.round(rate * _INT32_SPAN) - 2.0**31, 2.0**31 - 1), tf.int32)
-            scale = tf.cast(1.0 / (1.0 - rate), x.dtype)
-        keep = tf.raw_ops.GreaterEqual(x=self._random_bits(self._mask_shape(x)), y=threshold)
-        # `where`, not a multiply by the mask, so dropped NaNs and infinities become zeros.
-        # (Raw ops here and below: the same kernels as `tf.where` and `*`, without the
-        # Python dispatch layers that would double the eager cost of a small call.)
-        return tf.raw_ops.SelectV2(condition=keep, t=tf.raw_ops.Mul(x=x, y=scale), e=0.0)
+            threshold, scale, zero = _threshold(rate), tf.cast(1.0 / (1.0 - rate), x.dtype), tf.zeros([], x.dtype)
+        keep = _raw.GreaterEqual(x=self._random_ints(self._mask_shape(x)), y=threshold)
+        # `where`, not a product with the mask, so that dropped NaNs and infinities become zeros.
+        return _raw.SelectV2(condition=keep, t=_raw.Mul(x=x, y=scale), e=zero)
 
-    def _random_bits(self, shape: tf.Tensor) -> tf.Tensor:
-        """Uniform int32s of `shape`; advances `rng_state` by one fixed step, whatever `shape` is.
+    def _random_ints(self, shape: tf.Tensor) -> tf.Tensor:
+        """Uniform int32s of `shape`; moves the generator's state by one fixed step, whatever
+        `shape` is.
 
-        `Generator.uniform_full_int` would advance the state by the size of the draw, so
-        replicas with batches of different sizes would drift apart; the stateless
-        `tf.random` functions with an explicit algorithm scramble their seed in a dozen
-        small ops. These five ops are the whole of it, and XLA compiles each to the same
-        numbers as the CPU kernels.
+        What `Generator.make_seeds` and a stateless draw under its seed compute, with the
+        same Philox kernels on the same state; through the `tf.random` functions an eager
+        call costs three times Sonnet's whole dropout, hence raw ops on constants made
+        once (`_initialize`).
         """
-        counter = _host_constant((0, 0), tf.uint64)
+        counter = self._first_block
         if tf.distribute.has_strategy():
-            counter = self._replica_counter()
-        # The state before the skip: the counter (two words), then the key.
-        state = tf.raw_ops.RngReadAndSkip(
-            resource=self.rng_state.handle, alg=_PHILOX, delta=_host_constant(1, tf.uint64)
+            context = tf.distribute.get_replica_context()
+            if context is None:
+                raise RuntimeError(
+                    f"{utils.describe(self)}: a training call under a tf.distribute strategy must run inside "
+                    "strategy.run, where each replica moves its own copy of the random state"
+                )
+            # Each replica draws from its own block of counters: the replica id in the high word.
+            counter = tf.cast(tf.stack([0, context.replica_id_in_sync_group]), tf.uint64)
+        # The state before the step: a 128-bit counter (two words), then the key.
+        state = _raw.RngReadAndSkip(resource=self.rng_state.handle, alg=_PHILOX, delta=self._one_step)
+        old_counter, key = _raw.SplitV(
+            value=_raw.Bitcast(input=state, type=tf.uint64), size_splits=self._split, axis=self._axis, num_split=2
         )
-        old_counter, old_key = tf.raw_ops.SplitV(
-            value=tf.bitcast(state, tf.uint64),
-            size_splits=_host_constant((2, 1), tf.int32),
-            axis=_host_constant(0, tf.int32),
-            num_split=2,
+        # A fresh key each call, hashed from the old key and counter (as `make_seeds` does),
+        # so that masks of any size never reuse one another's Philox blocks.
+        key = _raw.StatelessRandomUniformFullIntV2(
+            shape=self._one_key, key=key, counter=old_counter, alg=_PHILOX, dtype=tf.uint64
         )
-        # A fresh key per call, hashed from the old key and counter: the next call's
-        # counter differs, so its key does too, and masks of any size never reuse one
-        # another's Philox blocks.
-        key = tf.raw_ops.StatelessRandomUniformFullIntV2(
-            shape=_host_constant((1,), tf.int32), key=old_key, counter=old_counter, alg=_PHILOX, dtype=tf.uint64
-        )
-        return tf.raw_ops.StatelessRandomUniformFullIntV2(
-            shape=shape, key=key, counter=counter, alg=_PHILOX, dtype=tf.int32
-        )
-
-    def _replica_counter(self) -> tf.Tensor:
-        """The first Philox counter of this replica's draw: the replica id in its high word."""
-        context = tf.distribute.get_replica_context()
-        if context is None:
-            raise RuntimeError(
-                f"{utils.describe(self)}: a training call under a tf.distribute strategy must run inside "
-                "strategy.run, where each replica advances its own copy of the random state"
-            )
-        replica = context.replica_id_in_sync_group
-        static = tf.get_static_value(replica)
-        if static is not None:
-            return _host_constant((0, int(static)), tf.uint64)
-        return tf.stack([tf.constant(0, tf.uint64), tf.cast(replica, tf.uint64)])
+        return _raw.StatelessRandomUniformFullIntV2(shape=shape, key=key, counter=counter, alg=_PHILOX, dtype=tf.int32)
 
     def _mask_shape(self, x: tf.Tensor) -> tf.Tensor:
-        shape = x.shape
         if self.noise_shape is None:
-            if shape.is_fully_defined():
-                return _host_constant(tuple(shape.as_list()), tf.int32)
-            return tf.shape(x)
-        noise = self.noise_shape
+            return _raw.Shape(input=x)
+        noise, shape = self.noise_shape, x.shape
         if shape.rank is not None:
             fits = len(noise) == shape.rank and all(
                 n is None or n == 1 or d is None or n == d for n, d in zip(noise, shape)
@@ -221,18 +204,6 @@ class Dropout(Module):
                     f"inputs of shape {shape}"
                 )
         if all(n is not None for n in noise):
-            return _host_constant(noise, tf.int32)
+            return tf.constant(noise)
         dynamic = tf.shape(x)
         return tf.stack([dynamic[i] if n is None else n for i, n in enumerate(noise)])
-
-
-@functools.lru_cache(maxsize=256)
-def _host_constant(value: int | tuple[int, ...], dtype: tf.DType) -> tf.Tensor:
-    """A small eager constant, made once.
-
-    Raw ops convert Python lists to tensors on a slow path (tens of microseconds each in
-    eager mode); a traced function captures a small eager tensor as a constant, so XLA
-    still sees a compile-time shape.
-    """
-    with tf.init_scope(), tf.device("/cpu:0"):
-        return tf.constant(value, dtype)

@@ -238,6 +238,16 @@ def test_bad_inputs():
         core.Dropout(0.5, name="drop")(tf.ones([2]), tf.constant(1))
 
 
+def test_inputs_of_another_dtype_than_the_first(rng):
+    d = core.Dropout(0.5, seed=1)
+    d(tf.ones([8]), True)
+    x = tf.constant(rng.normal(size=(16,)))
+    out = d(x, True).numpy()
+    assert out.dtype == np.float64
+    kept = out != 0
+    np.testing.assert_allclose(out[kept], 2.0 * x.numpy()[kept])
+
+
 def test_numpy_scalars_are_numbers():
     x = tf.ones([6, 4])
     ours = core.Dropout(np.float32(0.25), noise_shape=[np.int64(6), None], seed=np.int64(3))
