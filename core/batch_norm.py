@@ -2,7 +2,8 @@
 
 Batch normalisation (Ioffe & Szegedy, 2015, arXiv:1502.03167) in training normalises
 with the mean and variance of the batch and folds them into moving averages, which
-inference then normalises with.
+inference then normalises with. How the batch statistics are computed, and how accurate
+they are: docs/batch_norm.md.
 
 How each kind of state stays in sync across replicas (policy table in core/distribute.py):
 
@@ -37,6 +38,18 @@ def _eager_bool(value: bool | tf.Tensor) -> bool | tf.Tensor:
     return bool(value) if tf.is_tensor(value) and tf.executing_eagerly() else value
 
 
+def _constant_axes(value, rank: int, reduce_axes: list[int]) -> list[int]:
+    """The axes of `reduce_axes` along which `value`, broadcast to rank `rank`, has size 1."""
+    if value is None:
+        return reduce_axes
+    shape = getattr(value, "shape", None)
+    shape = tf.TensorShape(np.shape(value) if shape is None else shape)
+    if shape.rank is None:
+        return []
+    padded = [1] * (rank - shape.rank) + shape.as_list()
+    return [i for i in reduce_axes if padded[i] == 1]
+
+
 class BatchNorm(Module):
     """Normalises each channel by the batch's statistics in training, moving averages otherwise.
 
@@ -53,19 +66,13 @@ class BatchNorm(Module):
     Sonnet uses there) reports it; for every other layout it tracks the biased one.
     Normalisation itself always uses the biased batch variance.
 
-    The batch statistics never come from TensorFlow's fused kernel applied to the
-    inputs as they are: XLA lowers that kernel with E[x^2] - E[x]^2, which for float32
-    data of mean 1e4 and spread 1 gets the variance wrong by a factor of about 80. In
-    training the kernel sees the inputs shifted by the mean of their first example,
-    which bounds what cancellation can lose to log2(batch size) bits whatever the data
-    (see `_fused_batch_normalize`) and keeps the training step about as fast as
-    Sonnet's; float64 inputs, which the kernel does not take, and
-    `CrossReplicaBatchNorm` over several replicas get a corrected two-pass algorithm
-    (`_moments`) from plain ops with the gradient in closed form (`_normalize_batch`).
-    Inference with the moving averages, where the kernel takes the statistics as given,
-    uses it for rank-4 channels-last float32 inputs, as Sonnet does. Float16 and
-    bfloat16 inputs are normalised, and their statistics averaged, in float32; the
-    parameters and moving averages keep the input's dtype.
+    The batch statistics are accurate whatever the mean (docs/batch_norm.md): they come
+    from TensorFlow's fused kernel applied to the inputs shifted by a per-channel mean
+    (`_ShiftedFusedKernel`), or, for float64 inputs and `CrossReplicaBatchNorm` over
+    several replicas, from a corrected two-pass algorithm in plain ops (`_moments`,
+    `_normalize_batch`). Float16 and bfloat16 inputs are normalised, and their
+    statistics averaged, in float32; the parameters and moving averages keep the
+    input's dtype.
 
     Scale and offset are used in one of three ways: learnt (`create_scale=True`), absent
     (`create_scale=False`, nothing passed; the variable `scale` still exists, fixed at
@@ -147,28 +154,16 @@ class BatchNorm(Module):
         self._rank = rank
         self._channels = channels
         self._reduce_axes = [i for i in range(rank) if i != axis]
-        # The first example: index 0 along the first reduced axis (the batch axis, unless the
-        # channels are there), whose mean `_fused_batch_normalize` shifts the inputs by.
-        self._first_example = tuple([slice(None)] * self._reduce_axes[0] + [slice(0, 1)])
         self._stat_shape = [channels if i == axis else 1 for i in range(rank)]
         # Where Sonnet runs TensorFlow's fused kernel; it reports the unbiased variance.
         self._unbiased_moving_variance = rank == 4 and self.channel_index == -1
         # Inference with the moving averages by the fused kernel, where Sonnet uses it (it
-        # takes float32 parameters; see the class docstring).
-        self._fused = self._unbiased_moving_variance and dtype == tf.float32
-        # Training by the fused kernel (`_fused_batch_normalize`), which computes in
-        # float32 only, sees the inputs as 4-D: channels last, [elements, 1, 1, channels],
-        # or channels first, [batch, channels, elements, 1].
-        self._fused_training = dtype != tf.float64
-        self._fused_layout = "NHWC" if axis == rank - 1 else "NCHW"
-        self._fused_shape = None
-        if rank != 4:
-            spatial = shape[axis + 1 :].num_elements()
-            self._fused_shape = [-1, 1, 1, channels] if axis == rank - 1 else [-1, channels, spatial, 1]
-        with tf.init_scope():
-            # The kernel's [channels] scale and offset when the module has none, and its
-            # (unused) statistics inputs in training.
-            self._kernel_defaults = (tf.ones([channels]), tf.zeros([channels]), tf.constant([], tf.float32))
+        # takes float32 parameters).
+        self._fused_inference = self._unbiased_moving_variance and dtype == tf.float32
+        # Batch statistics by the fused kernel, which computes in float32 only.
+        self._shifted_fused = None
+        if dtype != tf.float64:
+            self._shifted_fused = _ShiftedFusedKernel(shape, axis, self._reduce_axes, self._stat_shape, self.eps)
         zeros = tf.zeros(self._stat_shape, dtype)
         self.moving_mean.initialize(zeros)
         self.moving_variance.initialize(zeros)
@@ -238,8 +233,9 @@ class BatchNorm(Module):
             is_training = _eager_bool(utils.flag(self, is_training, "is_training"))
             test_local_stats = _eager_bool(utils.flag(self, test_local_stats, "test_local_stats"))
             tensor_flags = tf.is_tensor(is_training) or tf.is_tensor(test_local_stats)
-        if self._fused and own_params and not tensor_flags and not (is_training or test_local_stats):
-            return self._fused_inference(inputs)
+        use_batch = tensor_flags or is_training or test_local_stats
+        if not use_batch and own_params and self._fused_inference:
+            return self._normalize_by_moving_averages_fused(inputs)
 
         x = inputs
         if self._low_precision:
@@ -248,7 +244,7 @@ class BatchNorm(Module):
             offset = None if offset is None else tf.cast(offset, tf.float32)
         if tensor_flags:
             outputs = self._normalize_selected(x, is_training, test_local_stats, scale, offset)
-        elif is_training or test_local_stats:
+        elif use_batch:
             outputs, mean, variance, count = self._batch_normalize(x, scale, offset, own_params)
             if is_training:
                 self._update_moving_averages(mean, variance, count)
@@ -261,19 +257,73 @@ class BatchNorm(Module):
         utils.check_rank(self, inputs, self._rank)
         utils.check_size(self, inputs, self.channel_index, self._channels, meaning="channel count")
 
+    def _batch_normalize(self, inputs, scale, offset, own_params: bool) -> tuple:
+        """Normalises by the batch's statistics: outputs, mean, (biased) variance, element count.
+
+        The statistics have the statistics' shape or, channels last, [channels] (the same
+        numbers, which the moving averages broadcast).
+        """
+        if self._shifted_fused is not None:
+            outputs, mean, variance = self._shifted_fused(inputs, scale, offset, own_params)
+            return outputs, mean, variance, self._count(inputs)
+        return self._plain_batch_normalize(inputs, scale, offset)
+
+    # --- the moving averages ------------------------------------------------------------
+
+    def _update_moving_averages(self, mean, variance, count, enabled: tf.Tensor | None = None) -> None:
+        """Folds a batch's statistics into `moving_mean` and `moving_variance`.
+
+        Args:
+          mean: the batch mean per channel, in the statistics' shape or [channels].
+          variance: the biased batch variance, likewise; made unbiased here where the
+            moving variance tracks the unbiased one (see the class docstring).
+          count: the number of elements per channel it came from.
+          enabled: a boolean scalar tensor that skips the update when false (without
+            control flow), or None.
+        """
+        if self._unbiased_moving_variance:
+            variance = variance * _bessel(count, variance.dtype)
+        # Low-precision averages take the float32 statistics and round once, at the end.
+        self.moving_mean.update(mean, enabled=enabled)
+        self.moving_variance.update(variance, enabled=enabled)
+
+    def _moving_statistics(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """The moving mean and variance, in the dtype the maths runs in."""
+        mean, variance = self.moving_mean.average, self.moving_variance.average
+        if self._low_precision:
+            return tf.cast(mean, tf.float32), tf.cast(variance, tf.float32)
+        return mean, variance
+
+    def _normalize_by_moving_averages_fused(self, inputs: tf.Tensor) -> tf.Tensor:
+        """Normalises with the moving averages by TensorFlow's fused kernel (NHWC, float32), as Sonnet."""
+        outputs, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs,
+            scale=self.scale,
+            offset=self.offset,
+            mean=tf.reshape(self.moving_mean.average, [self._channels]),
+            variance=tf.reshape(self.moving_variance.average, [self._channels]),
+            epsilon=self.eps,
+            exponential_avg_factor=1.0,
+            data_format="NHWC",
+            is_training=False,
+        )
+        return outputs
+
+    # --- the plain path: statistics and normalisation in plain ops ----------------------
+
+    def _plain_batch_normalize(self, inputs, scale, offset) -> tuple:
+        """`_batch_normalize` by `_moments` and `_normalize_batch`."""
+        mean, variance, count = self._moments(inputs)
+        return self._normalize_batch(inputs, mean, variance, count, scale, offset), mean, variance, count
+
     def _moments(self, inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | int]:
         """Per-channel mean and (biased) variance of `inputs`, and the element count.
 
-        The corrected two-pass algorithm (Chan, Golub & LeVeque, 1983, "Algorithms for
-        computing the sample variance"): a first pass takes a provisional mean; the
-        second takes the mean and mean square of the values centred on it. The mean of
-        the centred values is the provisional mean's rounding error, which grows with
-        the element count (1.5e-2 for 4096 float32 values of mean 1e4 on CPU) and would
-        otherwise add its square to the variance; here it is added back to the mean and
-        its square taken out of the variance. In exact arithmetic the correction is zero
-        and the gradients are those of the textbook formulas (the provisional mean is a
-        constant shift, which neither statistic depends on). The variance is never the
-        difference of two large numbers, as in E[x^2] - E[x]^2.
+        The corrected two-pass algorithm (Chan, Golub & LeVeque, 1983): the mean and mean
+        square of the values centred on a provisional mean, whose rounding error (the
+        mean of the centred values) is added back to the mean and taken out of the
+        variance. In exact arithmetic the correction is zero and the gradients are those
+        of the textbook formulas (the provisional mean is a constant shift).
         """
         shift = tf.stop_gradient(tf.reduce_mean(inputs, self._reduce_axes, keepdims=True))
         centred = inputs - shift
@@ -292,28 +342,6 @@ class BatchNorm(Module):
             count *= inputs.shape[i]
         return count
 
-    def _moving_statistics(self) -> tuple[tf.Tensor, tf.Tensor]:
-        """The moving mean and variance, in the dtype the maths runs in."""
-        mean, variance = self.moving_mean.average, self.moving_variance.average
-        if self._low_precision:
-            return tf.cast(mean, tf.float32), tf.cast(variance, tf.float32)
-        return mean, variance
-
-    def _update_moving_averages(self, mean, variance, count, enabled: tf.Tensor | None = None) -> None:
-        if self._unbiased_moving_variance:
-            variance = variance * self._bessel(count, variance.dtype)
-        # `_step` takes float32 statistics for low-precision averages and rounds once, at the end.
-        self.moving_mean._step(mean, enabled=enabled)
-        self.moving_variance._step(variance, enabled=enabled)
-
-    @staticmethod
-    def _bessel(count: tf.Tensor | int, dtype: tf.DType) -> tf.Tensor | float:
-        """n / (n - 1), or 1 for n = 1, as the fused kernel has it."""
-        if isinstance(count, int):
-            return count / (count - 1) if count > 1 else 1.0
-        count = tf.cast(count, dtype)
-        return count / tf.maximum(count - 1, 1)
-
     def _normalize(self, inputs, mean, variance, scale, offset) -> tf.Tensor:
         # (x - mean) * inv rather than x * inv - mean * inv: the subtraction of two nearby
         # numbers is then exact, which matters when the mean is large against the spread.
@@ -325,132 +353,30 @@ class BatchNorm(Module):
             outputs = outputs + offset
         return outputs
 
-    def _batch_normalize(self, inputs, scale, offset, own_params: bool) -> tuple:
-        """Normalises by the batch's statistics: outputs, mean, (biased) variance, element count.
-
-        The statistics have the statistics' shape or, channels last, [channels] (the same
-        numbers, broadcast by the moving averages' update).
-        """
-        if self._fused_training:
-            return self._fused_batch_normalize(inputs, scale, offset, own_params)
-        mean, variance, count = self._moments(inputs)
-        return self._normalize_batch(inputs, mean, variance, count, scale, offset), mean, variance, count
-
-    def _fused_batch_normalize(self, inputs, scale, offset, own_params: bool) -> tuple:
-        """`_batch_normalize` by TensorFlow's fused kernel, on shifted inputs.
-
-        The shifted algorithm for the variance (Chan, Golub & LeVeque, 1983), with the
-        kernel computing the statistics of the shifted values: the inputs less the
-        (stop-gradient) mean of the first example's values per channel. Shifting by a
-        constant changes neither the variance nor the outputs nor their derivative, so
-        autodiff through the kernel (its fused gradient kernel) gives the batch-norm
-        gradient with respect to the inputs, through the statistics included, and the
-        kernel's mean plus the shift is the batch mean.
-
-        What the shift buys is accuracy where the kernel has none: XLA lowers it with
-        E[x^2] - E[x]^2, which loses about log2(1 + m^2 / v) bits of the variance v to
-        cancellation, m the mean of the values it sees. The mean of a part holding a
-        fraction f of a channel's values is within sqrt(v (1 - f) / f) of the whole mean
-        (the between-part variance is at most v), so with one of B examples m^2 / v is
-        at most B - 1 whatever the data: at most log2(B) bits lost, against about 27 for
-        float32 data of mean 1e4 and spread 1 unshifted. One example rather than the
-        whole batch keeps the shift's reduction, an extra pass over the activations, off
-        the hot path (it was about 2% of the `conv_bn` benchmark's train step).
-
-        A per-channel scale and offset go into the kernel; others (per example, given at
-        call time) are applied to its outputs.
-        """
-        first_example = inputs[self._first_example]
-        shift = tf.stop_gradient(tf.reduce_mean(first_example, self._reduce_axes, keepdims=True))
-        centred = inputs - shift
-        if self._fused_shape is not None:
-            if self._fused_shape[2] is None:  # channels first, with unknown spatial sizes
-                centred = tf.reshape(centred, [tf.shape(inputs)[0], self._channels, -1, 1])
-            else:
-                centred = tf.reshape(centred, self._fused_shape)
-        ones, zeros, empty = self._kernel_defaults
-        outer_scale = outer_offset = None
-        if not own_params:
-            if scale is not None and not self._is_per_channel(scale):
-                scale, outer_scale = None, scale
-            # The offset comes after the scale.
-            if offset is not None and (outer_scale is not None or not self._is_per_channel(offset)):
-                offset, outer_offset = None, offset
-        # The kernel's fifth output (reserve_space_2) is the biased variance; its third, the unbiased one.
-        outputs, mean, _, _, variance, _ = tf.raw_ops.FusedBatchNormV3(
-            x=centred,
-            scale=ones if scale is None else self._channel_vector(scale),
-            offset=zeros if offset is None else self._channel_vector(offset),
-            mean=empty,
-            variance=empty,
-            epsilon=self.eps,
-            exponential_avg_factor=1.0,
-            data_format=self._fused_layout,
-            is_training=True,
-        )
-        if self._fused_shape is not None:
-            outputs = tf.reshape(outputs, tf.shape(inputs))
-        if outer_scale is not None:
-            outputs = outputs * outer_scale
-        if outer_offset is not None:
-            outputs = outputs + outer_offset
-        if self._fused_layout == "NCHW":
-            mean, variance = tf.reshape(mean, self._stat_shape), tf.reshape(variance, self._stat_shape)
-        # Channels last, the [channels] vectors broadcast to the statistics' shape as they are
-        # (a reshape each would cost more than the rest of the call in eager mode).
-        return outputs, shift + mean, variance, self._count(inputs)
-
-    def _channel_vector(self, value) -> tf.Tensor | tf.Variable:
-        """A per-channel scale or offset as the fused kernel's [channels] vector."""
-        if tf.is_tensor(value) and value.shape.rank == 1 and value.shape[0] == self._channels:
-            return value  # a variable as it is: the kernel reads it
-        value = tf.convert_to_tensor(value, tf.float32)
-        if value.shape.num_elements() == self._channels:
-            return tf.reshape(value, [self._channels])
-        return tf.broadcast_to(tf.reshape(value, [-1]), [self._channels])  # one value for all channels
-
-    def _is_per_channel(self, value) -> bool:
-        """Whether `value`, broadcast to the inputs, is constant along every axis but the channel axis."""
-        return not set(self._reduce_axes) - set(self._constant_axes(value))
-
-    def _constant_axes(self, value) -> list[int]:
-        """The reduction axes along which `value`, broadcast to the inputs, is constant (size 1)."""
-        if value is None:
-            return self._reduce_axes
-        shape = getattr(value, "shape", None)
-        shape = tf.TensorShape(np.shape(value) if shape is None else shape)
-        if shape.rank is None:
-            return []
-        padded = [1] * (self._rank - shape.rank) + shape.as_list()
-        return [i for i in self._reduce_axes if padded[i] == 1]
-
     def _normalize_batch(self, inputs, mean, variance, count, scale, offset) -> tf.Tensor:
         """Normalises by the batch statistics `mean` and `variance`, with the gradient in closed form.
 
-        Autodiff through `_moments` and `_normalize` builds a dozen elementwise ops over
-        the activations for the backward pass; the closed form takes two per-channel
-        sums. With x_hat = (x - mean) * inv, inv = 1 / sqrt(variance + eps), g = dy * scale
-        the gradient with respect to x_hat, and m the element count per channel, the
-        derivative through the statistics included is (Ioffe & Szegedy, 2015, section 3)
+        With x_hat = (x - mean) * inv, inv = 1 / sqrt(variance + eps), g = dy * scale and
+        m the element count per channel, the derivative through the statistics included is
+        (Ioffe & Szegedy, 2015, section 3)
 
-            dx = inv / m * (m * g - sum(g) - x_hat * sum(g * x_hat)).
+            dx = inv / m * (m * g - sum(g) - x_hat * sum(g * x_hat)),
 
-        The sums run over the batch the statistics come from (`_batch_sums`: for
-        `CrossReplicaBatchNorm`, over all replicas, in one all-reduce of 2C numbers).
-        Where the scale is constant (along every reduced axis for a per-channel scale,
-        along the non-batch ones for a per-example one), dy and dy * x_hat are summed
-        first and multiplied by it after, which also gives the gradients of the scale
-        and the offset. `mean` and `variance` keep their own gradient paths, unused in
-        the first derivative, so that second derivatives are right too.
+        the sums over the statistics' batch (`_batch_sums`). Where the scale is constant
+        along reduced axes, dy and dy * x_hat are summed over them first, which also gives
+        the scale's and offset's gradients. `mean` and `variance` keep their own gradient
+        paths, unused in the first derivative, so that second derivatives are right too.
         """
         inv = tf.math.rsqrt(variance + self.eps)
         m = float(count) if isinstance(count, int) else tf.cast(count, inputs.dtype)
         # Variables are read here, so that their gradients flow through the reads.
         scale, offset = [p if p is None else tf.convert_to_tensor(p, inputs.dtype) for p in (scale, offset)]
-        first = self._constant_axes(scale)
+        first = _constant_axes(scale, self._rank, self._reduce_axes)
         rest = [i for i in self._reduce_axes if i not in first]
         # The offset's gradient is a sum of dy's too; over `first` only if the offset is constant there.
-        offset_first = offset is not None and not set(first) - set(self._constant_axes(offset))
+        offset_first = offset is not None and not set(first) - set(
+            _constant_axes(offset, self._rank, self._reduce_axes)
+        )
         factor = inv if scale is None else inv * scale
 
         @tf.custom_gradient
@@ -483,23 +409,8 @@ class BatchNorm(Module):
         """Per-channel sums over this replica's batch made sums over the statistics' batch."""
         return sums
 
-    def _fused_inference(self, inputs: tf.Tensor) -> tf.Tensor:
-        """Normalises with the moving averages by TensorFlow's fused kernel (NHWC, float32), as Sonnet."""
-        outputs, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=inputs,
-            scale=self.scale,
-            offset=self.offset,
-            mean=tf.reshape(self.moving_mean.average, [self._channels]),
-            variance=tf.reshape(self.moving_variance.average, [self._channels]),
-            epsilon=self.eps,
-            exponential_avg_factor=1.0,
-            data_format="NHWC",
-            is_training=False,
-        )
-        return outputs
-
     def _normalize_selected(self, inputs, is_training, test_local_stats, scale, offset) -> tf.Tensor:
-        """The call with tensor flags: both statistics, selected with `tf.where`."""
+        """The call with tensor flags: both statistics, selected with `tf.where`, by the plain path."""
         is_training = tf.convert_to_tensor(is_training, tf.bool)
         use_batch = tf.logical_or(is_training, tf.convert_to_tensor(test_local_stats, tf.bool))
         batch_mean, batch_variance, count = self._moments(inputs)
@@ -511,6 +422,14 @@ class BatchNorm(Module):
         return outputs
 
 
+def _bessel(count: tf.Tensor | int, dtype: tf.DType) -> tf.Tensor | float:
+    """n / (n - 1), or 1 for n = 1, as the fused kernel has it."""
+    if isinstance(count, int):
+        return count / (count - 1) if count > 1 else 1.0
+    count = tf.cast(count, dtype)
+    return count / tf.maximum(count - 1, 1)
+
+
 def _sum_to_shape_of(t: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
     """The gradient `t` of a value broadcast from `like`: summed over the broadcast axes."""
     if like.shape.is_fully_defined() and t.shape.is_fully_defined():
@@ -520,6 +439,97 @@ def _sum_to_shape_of(t: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
             return tf.reshape(t, like.shape)
     _, axes = tf.raw_ops.BroadcastGradientArgs(s0=tf.shape(t), s1=tf.shape(like))
     return tf.reshape(tf.reduce_sum(t, axes), tf.shape(like))
+
+
+class _ShiftedFusedKernel:
+    """Batch normalisation by TensorFlow's fused kernel, on inputs shifted by a per-channel mean.
+
+    The kernel computes the statistics of the inputs less the (stop-gradient) mean of
+    the first example's values per channel. Shifting by a constant changes neither the
+    variance nor the outputs nor their derivative, so autodiff through the kernel (its
+    fused gradient kernel) gives the batch-norm gradient, and the kernel's mean plus the
+    shift is the batch mean. The shift bounds what the kernel's E[x^2] - E[x]^2 (under
+    XLA) can lose to cancellation to log2(batch size) bits: docs/batch_norm.md.
+
+    The kernel takes 4-D float32 inputs: others are seen as channels last,
+    [elements, 1, 1, channels], or channels first, [batch, channels, elements, 1]. A
+    per-channel scale and offset go into the kernel; others (per example, given at call
+    time) are applied to its outputs.
+    """
+
+    def __init__(self, shape: tf.TensorShape, axis: int, reduce_axes: list[int], stat_shape: list[int], eps: float):
+        rank, channels = shape.rank, shape[axis]
+        self._rank = rank
+        self._channels = channels
+        self._reduce_axes = reduce_axes
+        self._stat_shape = stat_shape
+        self._eps = eps
+        # The first example: index 0 along the first reduced axis (the batch axis, unless
+        # the channels are there).
+        self._first_example = tuple([slice(None)] * reduce_axes[0] + [slice(0, 1)])
+        self._layout = "NHWC" if axis == rank - 1 else "NCHW"
+        self._shape = None
+        if rank != 4:
+            spatial = shape[axis + 1 :].num_elements()
+            self._shape = [-1, 1, 1, channels] if axis == rank - 1 else [-1, channels, spatial, 1]
+        with tf.init_scope():
+            # The kernel's [channels] scale and offset when there are none, and its
+            # (unused) statistics inputs in training.
+            self._defaults = (tf.ones([channels]), tf.zeros([channels]), tf.constant([], tf.float32))
+
+    def __call__(self, inputs, scale, offset, own_params: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Outputs, batch mean and biased batch variance (channels last, [channels] vectors)."""
+        shift = tf.stop_gradient(tf.reduce_mean(inputs[self._first_example], self._reduce_axes, keepdims=True))
+        centred = inputs - shift
+        if self._shape is not None:
+            if self._shape[2] is None:  # channels first, with unknown spatial sizes
+                centred = tf.reshape(centred, [tf.shape(inputs)[0], self._channels, -1, 1])
+            else:
+                centred = tf.reshape(centred, self._shape)
+        ones, zeros, empty = self._defaults
+        outer_scale = outer_offset = None
+        if not own_params:
+            if scale is not None and not self._is_per_channel(scale):
+                scale, outer_scale = None, scale
+            # The offset comes after the scale.
+            if offset is not None and (outer_scale is not None or not self._is_per_channel(offset)):
+                offset, outer_offset = None, offset
+        # The kernel's fifth output (reserve_space_2) is the biased variance; its third, the unbiased one.
+        outputs, mean, _, _, variance, _ = tf.raw_ops.FusedBatchNormV3(
+            x=centred,
+            scale=ones if scale is None else self._channel_vector(scale),
+            offset=zeros if offset is None else self._channel_vector(offset),
+            mean=empty,
+            variance=empty,
+            epsilon=self._eps,
+            exponential_avg_factor=1.0,
+            data_format=self._layout,
+            is_training=True,
+        )
+        if self._shape is not None:
+            outputs = tf.reshape(outputs, tf.shape(inputs))
+        if outer_scale is not None:
+            outputs = outputs * outer_scale
+        if outer_offset is not None:
+            outputs = outputs + outer_offset
+        if self._layout == "NCHW":
+            mean, variance = tf.reshape(mean, self._stat_shape), tf.reshape(variance, self._stat_shape)
+        # Channels last, the [channels] vectors broadcast to the statistics' shape as they are
+        # (a reshape each would cost more than the rest of the call in eager mode).
+        return outputs, shift + mean, variance
+
+    def _is_per_channel(self, value) -> bool:
+        """Whether `value`, broadcast to the inputs, is constant along every axis but the channel axis."""
+        return not set(self._reduce_axes) - set(_constant_axes(value, self._rank, self._reduce_axes))
+
+    def _channel_vector(self, value) -> tf.Tensor | tf.Variable:
+        """A per-channel scale or offset as the kernel's [channels] vector."""
+        if tf.is_tensor(value) and value.shape.rank == 1 and value.shape[0] == self._channels:
+            return value  # a variable as it is: the kernel reads it
+        value = tf.convert_to_tensor(value, tf.float32)
+        if value.shape.num_elements() == self._channels:
+            return tf.reshape(value, [self._channels])
+        return tf.broadcast_to(tf.reshape(value, [-1]), [self._channels])  # one value for all channels
 
 
 class CrossReplicaBatchNorm(BatchNorm):
@@ -535,27 +545,13 @@ class CrossReplicaBatchNorm(BatchNorm):
     shared statistics: a replica's gradient is that of the sum of every replica's loss,
     as for batch norm of the concatenated batch.
 
-    The statistics are computed in two collectives, a parallel form of the corrected
-    two-pass algorithm of `BatchNorm`:
-
-    1. all-reduce (sum) each replica's per-channel sums and its element count -> a
-       provisional global mean;
-    2. all-reduce (sum) each replica's per-channel sums of the deviations from it and of
-       their squares -> the correction to the mean, and the global variance.
-
-    The one-collective shortcut var = E[x^2] - E[x]^2 loses everything to cancellation
-    when the mean is large against the spread: for float32 data with mean 1e4 and unit
-    variance both terms are about 1e8, which float32 resolves only to steps of 8, so
-    the variance of 1 is lost. Chan, Golub & LeVeque's pairwise combination (1979) is
-    stable with one collective, but it gathers every replica's count, mean and sum of
-    squared deviations (an all-gather, growing with the replica count) instead of
-    summing them.
-
-    The cost chosen here: two all-reduces of C + 1 and 2C numbers per call (and one of
-    2C in the backward pass), instead of one, so twice the latency of the shortcut, with
-    negligible bandwidth next to the activations, and a second read of the local
-    activations. With one replica no collective runs, and the module computes exactly
-    as `BatchNorm`, fused kernel included.
+    The statistics take two collectives, a parallel form of the corrected two-pass
+    algorithm of `BatchNorm._moments`: an all-reduce (sum) of each replica's per-channel
+    sums and element count gives a provisional global mean; a second, of the sums of the
+    deviations from it and of their squares, gives the correction to the mean and the
+    global variance (why not one collective: docs/batch_norm.md). The backward pass
+    takes one all-reduce of 2C numbers. With one replica no collective runs, and the
+    module computes exactly as `BatchNorm`, fused kernel included.
 
     In inference with the moving averages no collective runs either, and the module
     also works in the cross-replica context; batch statistics need a replica context.
@@ -578,8 +574,7 @@ class CrossReplicaBatchNorm(BatchNorm):
         if self._replica_context().num_replicas_in_sync == 1:
             return super()._batch_normalize(inputs, scale, offset, own_params)
         # The fused kernel would see this replica's batch only.
-        mean, variance, count = self._moments(inputs)
-        return self._normalize_batch(inputs, mean, variance, count, scale, offset), mean, variance, count
+        return self._plain_batch_normalize(inputs, scale, offset)
 
     def _batch_sums(self, sums: list[tf.Tensor]) -> list[tf.Tensor]:
         ctx = self._replica_context()

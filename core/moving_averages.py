@@ -109,33 +109,43 @@ class ExponentialMovingAverage(Module):
         self._hidden = distribute.state_variable(tf.zeros(shape, compute), name="hidden", aggregation="mean")
         self.average = distribute.state_variable(tf.zeros(shape, value.dtype), name="average", aggregation="mean")
 
-    def update(self, value: tf.Tensor) -> None:
-        """Folds `value` into the average (same shape and dtype at every update)."""
+    def update(self, value: tf.Tensor, enabled: tf.Tensor | None = None) -> None:
+        """Folds `value` into the average.
+
+        Args:
+          value: of the average's shape (the first value's), or of the same size in a
+            shape that broadcasts to it (a [channels] value for a [1, 1, 1, channels]
+            average). Of the average's dtype or, for a float16 or bfloat16 average,
+            float32, which is rounded only when the average is written.
+          enabled: a boolean scalar tensor that skips the update when false, without
+            control flow (a replica context allows no synchronised write in a branch of
+            a conditional), or None.
+
+        Raises:
+          TypeError: for a value of another dtype.
+          ValueError: for a value of another shape.
+        """
         if not isinstance(value, tf.Tensor):
             value = tf.convert_to_tensor(value)
         self.initialize(value)
         average = self.average
+        # One cheap test on the hot path; the detailed checks run only when it fails.
         if value.dtype is not average.dtype or value.shape != average.shape:
             self._check(value)
-        self._step(value)
+        self._step(value, enabled)
 
     def _check(self, value: tf.Tensor) -> None:
-        utils.check_dtype(self, value, self.average.dtype, what="values")
-        if value.shape != self.average.shape:
+        if value.dtype != self._hidden.dtype:
+            utils.check_dtype(self, value, self.average.dtype, what="values")
+        shape, expected = value.shape, self.average.shape
+        if not _broadcasts_to(shape, expected):
             raise ValueError(
-                f"{utils.describe(self)}: expected values of shape {self.average.shape} (the shape of the "
-                f"first value), got shape {value.shape}"
+                f"{utils.describe(self)}: expected values of shape {expected} (the shape of the "
+                f"first value), got shape {shape}"
             )
 
-    def _step(self, value: tf.Tensor, enabled: tf.Tensor | None = None) -> None:
-        """The update itself. `enabled`, a boolean scalar, skips it without control flow.
-
-        `value` has the average's dtype or the hidden value's (float32 for float16 and
-        bfloat16 averages, so a caller can pass unrounded values).
-
-        No `tf.cond` here: inside a replica context the writes synchronise replicas,
-        which MirroredStrategy does not allow in a branch of a conditional.
-        """
+    def _step(self, value: tf.Tensor, enabled: tf.Tensor | None) -> None:
+        """The update of `update`, after its checks."""
         compute = self._hidden.dtype
         if value.dtype != compute:
             value = tf.cast(value, compute)
@@ -181,3 +191,10 @@ class ExponentialMovingAverage(Module):
         """Updates the average with `value` and returns the new average."""
         self.update(value)
         return self.average.read_value()
+
+
+def _broadcasts_to(shape: tf.TensorShape, target: tf.TensorShape) -> bool:
+    """Whether values of the known `shape` are those of `target` with axes of size 1 dropped."""
+    if not shape.is_fully_defined() or shape.rank > target.rank or shape.num_elements() != target.num_elements():
+        return False
+    return all(d in (1, t) for d, t in zip(reversed(shape.as_list()), reversed(target.as_list())))
