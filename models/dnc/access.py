@@ -162,11 +162,12 @@ class MemoryAccess(core.RNNCore):
     def interface_fields(self, controller_output: tf.Tensor) -> dict[str, tf.Tensor]:
         """The interface vector split into named fields [B, *shape], activations applied."""
         flat = self.interface(controller_output)
-        parts = tf.split(flat, self._field_sizes, axis=-1)
-        fields = {}
-        for (name, shape, activation), part in zip(self._fields, parts):
-            part = tf.reshape(part, [-1, *shape])
-            fields[name] = activation(part) if activation is not None else part
+        with tf.name_scope("fields"):
+            parts = tf.split(flat, self._field_sizes, axis=-1)
+            fields = {}
+            for (name, shape, activation), part in zip(self._fields, parts):
+                part = tf.reshape(part, [-1, *shape])
+                fields[name] = activation(part) if activation is not None else part
         return fields
 
     def __call__(self, controller_output: tf.Tensor, prev_state: AccessState) -> tuple[tf.Tensor, AccessState]:
@@ -187,17 +188,24 @@ class MemoryAccess(core.RNNCore):
         if controller_output.dtype is not self.dtype or controller_output.shape.rank != 2:
             core.utils.check_dtype(self, controller_output, self.dtype, what="controller outputs")
             core.utils.check_rank(self, controller_output, 2, what="controller outputs", layout="[batch, features]")
+        # The name scopes make the steps' parts legible in graphs and profiles.
         f = self.interface_fields(controller_output)
-        usage = addressing.updated_usage(
-            prev_state.usage, prev_state.write_weights, f["free_gate"], prev_state.read_weights
-        )
-        write_weights = self._write_weights(f, prev_state.memory, usage)
-        memory = self._erase_and_write(f, prev_state, write_weights)
-        link, precedence = addressing.updated_linkage(
-            prev_state.linkage.link, prev_state.linkage.precedence_weights, write_weights
-        )
-        read_weights = self._read_weights(f, memory, prev_state.read_weights, link)
-        read_words = tf.matmul(read_weights, memory)
+        with tf.name_scope("usage"):
+            usage = addressing.updated_usage(
+                prev_state.usage, prev_state.write_weights, f["free_gate"], prev_state.read_weights
+            )
+        with tf.name_scope("write_weights"):
+            write_weights = self._write_weights(f, prev_state.memory, usage)
+        with tf.name_scope("erase_write"):
+            memory = self._erase_and_write(f, prev_state, write_weights)
+        with tf.name_scope("link"):
+            link, precedence, forward, backward = addressing.linkage_and_directional_reads(
+                prev_state.linkage.link, prev_state.linkage.precedence_weights, write_weights, prev_state.read_weights
+            )
+        with tf.name_scope("read_weights"):
+            read_weights = self._read_weights(f, memory, forward, backward)
+        with tf.name_scope("read_words"):
+            read_words = tf.matmul(read_weights, memory)
         state = AccessState(
             memory=memory,
             read_weights=read_weights,
@@ -207,6 +215,7 @@ class MemoryAccess(core.RNNCore):
         )
         return read_words, state, f
 
+    @core.no_name_scope  # in the caller's scope: the step's parts keep their names
     def _write_weights(self, f: dict, memory: tf.Tensor, usage: tf.Tensor) -> tf.Tensor:
         """w_write = g_w * (g_a * allocation + (1 - g_a) * content), per write head."""
         content = addressing.cosine_weights(
@@ -214,33 +223,35 @@ class MemoryAccess(core.RNNCore):
         )
         allocation_gate = f["allocation_gate"][..., None]
         write_gate = f["write_gate"][..., None]
-        allocation = addressing.write_allocation_weights(usage, f["allocation_gate"] * f["write_gate"], self.num_writes)
+        with tf.name_scope("allocation"):
+            allocation = addressing.write_allocation_weights(
+                usage, f["allocation_gate"] * f["write_gate"], self.num_writes
+            )
         return write_gate * (allocation_gate * allocation + (1.0 - allocation_gate) * content)
 
+    @core.no_name_scope  # in the caller's scope: the step's parts keep their names
     def _erase_and_write(self, f: dict, prev_state: AccessState, write_weights: tf.Tensor) -> tf.Tensor:
         """M = M * prod_heads(1 - w e^T) + sum_heads w v^T (times psi with de-allocation)."""
         erase = 1.0 - write_weights[..., :, None] * f["erase_vectors"][..., None, :]  # [B, Wh, N, W]
-        memory = prev_state.memory * tf.reduce_prod(erase, axis=1)
+        # One head's product is its factor; reduce_prod's gradient would take two cumulative products.
+        erase = erase[:, 0] if self.num_writes == 1 else tf.reduce_prod(erase, axis=1)
+        memory = prev_state.memory * erase
         if self.deallocation:
             retention = addressing.retention_vector(f["free_gate"], prev_state.read_weights)
             memory *= retention[..., None]
-        return memory + tf.einsum("bhn,bhw->bnw", write_weights, f["write_vectors"])
+        return memory + tf.matmul(write_weights, f["write_vectors"], transpose_a=True)
 
-    def _read_weights(self, f: dict, memory: tf.Tensor, prev_read_weights: tf.Tensor, link: tf.Tensor) -> tf.Tensor:
-        """Mix of content, forward and backward weights by the read modes."""
+    @core.no_name_scope  # in the caller's scope: the step's parts keep their names
+    def _read_weights(self, f: dict, memory: tf.Tensor, forward: tf.Tensor, backward: tf.Tensor) -> tf.Tensor:
+        """Mix of content, forward and backward ([B, R, Wh, N]) weights by the read modes."""
         content = addressing.cosine_weights(
             memory, f["read_keys"], f["read_strengths"], self._strength_op, masks=f.get("read_masks")
         )
-        forward = addressing.directional_read_weights(link, prev_read_weights, forward=True)  # [B, R, Wh, N]
-        backward = addressing.directional_read_weights(link, prev_read_weights, forward=False)
         if self.link_sharpening:
             forward = addressing.sharpen(forward, f["forward_sharpness"])
             backward = addressing.sharpen(backward, f["backward_sharpness"])
         wh = self.num_writes
-        mode = f["read_mode"]
-        backward_mode, forward_mode, content_mode = mode[..., :wh], mode[..., wh : 2 * wh], mode[..., 2 * wh]
-        return (
-            content_mode[..., None] * content
-            + tf.einsum("brh,brhn->brn", forward_mode, forward)
-            + tf.einsum("brh,brhn->brn", backward_mode, backward)
-        )
+        mode = f["read_mode"]  # [B, R, 2 Wh + 1]: backward x Wh, forward x Wh, content
+        # The directional weights mixed by their modes in one [1, 2 Wh] x [2 Wh, N] product per read head.
+        directional = tf.matmul(mode[..., None, : 2 * wh], tf.concat([backward, forward], axis=2))[..., 0, :]
+        return mode[..., 2 * wh, None] * content + directional

@@ -8,6 +8,7 @@ N (memory slots), W (word size), H (keys), R (read heads) and Wh (write heads).
 
 from collections.abc import Callable
 
+import numpy as np
 import tensorflow as tf
 
 # Added inside square roots and denominators so that all-zero memory rows or keys give
@@ -47,13 +48,13 @@ def cosine_weights(
       [B, H, N]: a distribution over slots per key.
     """
     if masks is None:
-        dot = tf.einsum("bhw,bnw->bhn", keys, memory)
+        dot = tf.matmul(keys, memory, transpose_b=True)
         memory_sq = tf.reduce_sum(tf.square(memory), axis=-1)[:, None, :]  # [B, 1, N]
     else:
         # Sums over w of (k m)(M m) and (M m)^2, without forming a masked memory per head.
         squared_masks = tf.square(masks)
-        dot = tf.einsum("bhw,bnw->bhn", keys * squared_masks, memory)
-        memory_sq = tf.einsum("bhw,bnw->bhn", squared_masks, tf.square(memory))
+        dot = tf.matmul(keys * squared_masks, memory, transpose_b=True)
+        memory_sq = tf.matmul(squared_masks, tf.square(memory), transpose_b=True)
         keys = keys * masks
     memory_norms = tf.sqrt(memory_sq + EPSILON)  # [B, H or 1, N]
     key_norms = tf.sqrt(tf.reduce_sum(tf.square(keys), axis=-1) + EPSILON)  # [B, H]
@@ -180,10 +181,101 @@ def updated_linkage(
     w_i = write_weights[..., :, None]
     w_j = write_weights[..., None, :]
     link = (1.0 - w_i - w_j) * prev_link + w_i * prev_precedence[..., None, :]
-    n = tf.shape(write_weights)[-1]
-    link = link * (1.0 - tf.eye(n, dtype=link.dtype))
+    link = link * _off_diagonal(write_weights)
     precedence = (1.0 - tf.reduce_sum(write_weights, axis=-1, keepdims=True)) * prev_precedence + write_weights
     return link, precedence
+
+
+def _off_diagonal(weights: tf.Tensor) -> tf.Tensor:
+    """1 - I, [N, N], in the dtype of `weights` [..., N]: a constant when N is known."""
+    n = weights.shape[-1]
+    if n is None:
+        return 1.0 - tf.eye(tf.shape(weights)[-1], dtype=weights.dtype)
+    return tf.constant(1.0 - np.eye(n), dtype=weights.dtype)
+
+
+def linkage_and_directional_reads(
+    prev_link: tf.Tensor, prev_precedence: tf.Tensor, write_weights: tf.Tensor, prev_read_weights: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """`updated_linkage`, then both `directional_read_weights` through the new link, in one step.
+
+    The same values as the two functions composed; the gradient is written by hand,
+    which in a backward pass through time is most of the DNC's cost at large N
+    (Graves et al. 2016, eqs. (5)-(8)). Per batch element and write head, with
+    C = 1 - w 1^T - 1 w^T, M = 1 - I, and the read weights as the rows of W [R, N]:
+
+        L = M o (C o L_prev + w p_prev^T),   f = W L^T,   b = W L,
+        p = (1 - sum w) p_prev + w.
+
+    Given the gradients dL, dp, df, db of the outputs:
+
+        G = M o (dL + df^T W + W^T db)           (one [N, 2R] x [2R, N] product)
+        dL_prev = C o G
+        dw = -rowsum(G o L_prev) - colsum(G o L_prev) + G p_prev + dp - (dp . p_prev)
+        dp_prev = G^T w + (1 - sum w) dp
+        dW = sum over write heads of (df L + db L^T).
+
+    Automatic differentiation of the composed functions keeps several N x N
+    intermediates per step for the backward pass and spends a pass over N x N on
+    each broadcast it undoes; this keeps only the previous and the new link.
+
+    Args:
+      prev_link: [B, Wh, N, N].
+      prev_precedence: [B, Wh, N].
+      write_weights: [B, Wh, N], this step's.
+      prev_read_weights: [B, R, N], the previous step's.
+
+    Returns:
+      (link [B, Wh, N, N], precedence [B, Wh, N], forward [B, R, Wh, N],
+      backward [B, R, Wh, N]).
+    """
+    return _linkage_and_directional_reads(prev_link, prev_precedence, write_weights, prev_read_weights)
+
+
+@tf.custom_gradient
+def _linkage_and_directional_reads(prev_link, prev_precedence, write_weights, prev_read_weights):
+    link, precedence = updated_linkage(prev_link, prev_precedence, write_weights)
+    reads = prev_read_weights[:, None]  # [B, 1, R, N], the same for every write head
+    # Rows: f_r^T = w_r^T L^T, b_r^T = w_r^T L; [B, Wh, R, N] -> [B, R, Wh, N].
+    forward = tf.transpose(tf.matmul(reads, link, transpose_b=True), [0, 2, 1, 3])
+    backward = tf.transpose(tf.matmul(reads, link), [0, 2, 1, 3])
+
+    def grad(d_link, d_precedence, d_forward, d_backward):
+        if d_forward is None and d_backward is None:
+            g, d_reads = tf.zeros_like(link) if d_link is None else d_link, None
+        else:
+            d_forward = tf.zeros_like(forward) if d_forward is None else d_forward
+            d_backward = tf.zeros_like(backward) if d_backward is None else d_backward
+            d_forward = tf.transpose(d_forward, [0, 2, 1, 3])  # [B, Wh, R, N]
+            d_backward = tf.transpose(d_backward, [0, 2, 1, 3])
+            tiled_reads = tf.broadcast_to(reads, tf.shape(d_forward))
+            g = tf.matmul(
+                tf.concat([d_forward, tiled_reads], axis=-2),
+                tf.concat([tiled_reads, d_backward], axis=-2),
+                transpose_a=True,
+            )
+            if d_link is not None:
+                g = g + d_link
+            d_reads = tf.matmul(d_forward, link) + tf.matmul(d_backward, link, transpose_b=True)
+            d_reads = tf.reduce_sum(d_reads, axis=1)
+        g = g * _off_diagonal(write_weights)
+        w_i = write_weights[..., :, None]
+        w_j = write_weights[..., None, :]
+        d_prev_link = g * (1.0 - w_i - w_j)
+        d_coefficient = g * prev_link
+        d_write = (
+            tf.linalg.matvec(g, prev_precedence)
+            - tf.reduce_sum(d_coefficient, axis=-1)
+            - tf.reduce_sum(d_coefficient, axis=-2)
+        )
+        d_prev_precedence = tf.linalg.matvec(g, write_weights, transpose_a=True)
+        if d_precedence is not None:
+            total = tf.reduce_sum(write_weights, axis=-1, keepdims=True)
+            d_write += d_precedence - tf.reduce_sum(d_precedence * prev_precedence, axis=-1, keepdims=True)
+            d_prev_precedence += (1.0 - total) * d_precedence
+        return d_prev_link, d_prev_precedence, d_write, d_reads
+
+    return (link, precedence, forward, backward), grad
 
 
 def directional_read_weights(link: tf.Tensor, prev_read_weights: tf.Tensor, forward: bool) -> tf.Tensor:

@@ -116,6 +116,8 @@ class DNC(core.RNNCore):
         # Cheap tests on the hot path; the detailed checks run only when they fail.
         if x.dtype is not self.dtype or shape.rank != 2 or shape[1] != self.input_size:
             self._check(x)
+        if not self._state_fits(prev_state, shape[0]):
+            self._check_state(x, prev_state)
         if reset is not None:
             if len(reset.shape) != 1 or tf.as_dtype(reset.dtype) != tf.bool or reset.shape[0] != shape[0]:
                 self._check_reset(x, reset)
@@ -153,6 +155,57 @@ class DNC(core.RNNCore):
         core.utils.check_rank(self, x, 2, layout="[batch, input_size]")
         if hasattr(self, "input_size"):
             core.utils.check_size(self, x, 1, self.input_size, meaning="input size")
+
+    def _state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape without batch) of every state tensor but the controller's, in nest order."""
+        a = self.access
+        n, w, r, wh = a.memory_size, a.word_size, a.num_reads, a.num_writes
+        return [
+            ("access_output", (r, w)),
+            ("access_state.memory", (n, w)),
+            ("access_state.read_weights", (r, n)),
+            ("access_state.write_weights", (wh, n)),
+            ("access_state.linkage.link", (wh, n, n)),
+            ("access_state.linkage.precedence_weights", (wh, n)),
+            ("access_state.usage", (n,)),
+        ]
+
+    def _state_fits(self, state: Any, batch: int | None) -> bool:
+        """Whether `state` is a DNCState whose tensors have the expected static shapes and batch."""
+        if not isinstance(state, DNCState) or not isinstance(state.access_state, AccessState):
+            return False
+        leaves = [state.access_output, *state.access_state[:3], *state.access_state.linkage, state.access_state.usage]
+        for leaf, (_, expected) in zip(leaves, self._state_shapes()):
+            got = leaf.shape
+            if (
+                got.rank != len(expected) + 1
+                or got[1:] != expected
+                or (batch is not None and got[0] not in (batch, None))
+            ):
+                return False
+        return True
+
+    def _check_state(self, x: tf.Tensor, state: Any) -> None:
+        """ValueError naming the state tensor whose structure, shape or batch size is wrong."""
+        batch = x.shape[0]
+        if not isinstance(state, DNCState) or not isinstance(state.access_state, AccessState):
+            raise ValueError(
+                f"{core.utils.describe(self)}: prev_state must be a DNCState(access_output, access_state, "
+                f"controller_state) as initial_state(batch_size) makes it, got {type(state).__name__}"
+            )
+        leaves = [state.access_output, *state.access_state[:3], *state.access_state.linkage, state.access_state.usage]
+        for leaf, (name, expected) in zip(leaves, self._state_shapes()):
+            got = tf.TensorShape(leaf.shape)
+            if got.rank != len(expected) + 1 or got[1:] != expected:
+                raise ValueError(
+                    f"{core.utils.describe(self)}: prev_state.{name} has shape {got}, expected "
+                    f"[batch, {', '.join(map(str, expected))}]; make the state with initial_state(batch_size)"
+                )
+            if batch is not None and got[0] is not None and got[0] != batch:
+                raise ValueError(
+                    f"{core.utils.describe(self)}: prev_state.{name} has batch size {got[0]} (shape {got}) but "
+                    f"the inputs have {batch} (shape {x.shape}); make the state with initial_state({batch})"
+                )
 
     def _check_reset(self, x: tf.Tensor, reset: tf.Tensor) -> None:
         if tf.as_dtype(reset.dtype) != tf.bool:

@@ -209,3 +209,58 @@ def test_memory_access_gradient():
 
     error = _max_gradient_error(step, rng.normal(size=[2, 9]), flat[0].numpy(), flat[1].numpy())
     assert error < 0.1
+
+
+def _link_inputs(rng, n=N, wh=WH):
+    link, precedence = run_link(rng, steps=4)  # a non-trivial link and precedence, zero diagonal
+    if n != N or wh != WH:
+        link, precedence = rng.uniform(0, 0.2, size=[B, wh, n, n]), random_weights(rng, B, wh, n, total=0.6)
+        link = link * (1 - np.eye(n))
+    write = random_weights(rng, B, wh, n, total=0.8)
+    reads = random_weights(rng, B, R, n)
+    return [tf.constant(a) for a in (link, precedence, write, reads)]
+
+
+def _composed(prev_link, prev_precedence, write, reads):
+    link, precedence = addressing.updated_linkage(prev_link, prev_precedence, write)
+    forward = addressing.directional_read_weights(link, reads, forward=True)
+    backward = addressing.directional_read_weights(link, reads, forward=False)
+    return link, precedence, forward, backward
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "xla"])
+@pytest.mark.parametrize("used", ["all", "reads_only", "link_only"])
+def test_fused_link_and_reads_match_the_composed_functions_and_their_gradients(mode, used):
+    rng = np.random.RandomState(8)
+    inputs = _link_inputs(rng)
+    cotangents = [tf.constant(rng.normal(size=x.shape)) for x in _composed(*inputs)]
+    keep = {"all": [0, 1, 2, 3], "reads_only": [2, 3], "link_only": [0, 1]}[used]
+
+    def values_and_grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = fn(*inputs)
+            loss = tf.add_n([tf.reduce_sum(outputs[i] * cotangents[i]) for i in keep])
+        return outputs, tape.gradient(loss, inputs)
+
+    wrap = {"eager": lambda f: f, "function": tf.function, "xla": lambda f: tf.function(f, jit_compile=True)}[mode]
+    want_values, want_grads = wrap(lambda: values_and_grads(_composed))()
+    got_values, got_grads = wrap(lambda: values_and_grads(addressing.linkage_and_directional_reads))()
+    for got, want in zip(got_values, want_values):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12, atol=1e-14)
+    for got, want, x in zip(got_grads, want_grads, inputs):
+        # No path from an input to the loss: None or zeros (the tape may fill in zeros).
+        got, want = (np.zeros(x.shape) if g is None else g.numpy() for g in (got, want))
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_link_gradient_is_the_numerical_one_with_one_write_head():
+    rng = np.random.RandomState(9)
+    inputs = _link_inputs(rng, wh=1)
+
+    def outputs(*args):
+        return tf.concat([tf.reshape(o, [B, -1]) for o in addressing.linkage_and_directional_reads(*args)], axis=1)
+
+    theoretical, numerical = tf.test.compute_gradient(outputs, inputs)
+    for t, n in zip(theoretical, numerical):
+        np.testing.assert_allclose(t, n, atol=1e-6)

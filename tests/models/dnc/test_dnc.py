@@ -131,6 +131,28 @@ def test_bad_inputs():
         dnc.DNC({}, {}, 2)
 
 
+def test_a_state_of_another_batch_or_shape_names_the_dnc_and_both_shapes():
+    model = tiny()
+    model(tf.zeros([2, 7]), model.initial_state(2))
+    with pytest.raises(
+        ValueError,
+        match=r"DNC 'dnc': prev_state.access_output has batch size 3 \(shape \(3, 2, 4\)\) but the inputs have 2 "
+        r"\(shape \(2, 7\)\); make the state with initial_state\(2\)",
+    ):
+        model(tf.zeros([2, 7]), model.initial_state(3))
+    state = model.initial_state(2)
+    bigger = tiny(memory_size=7).initial_state(2)
+    with pytest.raises(
+        ValueError, match=r"prev_state.access_state.memory has shape \(2, 7, 4\), expected \[batch, 6, 4\]"
+    ):
+        model(tf.zeros([2, 7]), state._replace(access_state=bigger.access_state))
+    with pytest.raises(ValueError, match=r"prev_state must be a DNCState"):
+        model(tf.zeros([2, 7]), tuple(state))
+    # Under tf.function with an unknown batch the static checks pass the state through.
+    fn = tf.function(lambda x: model(x, model.initial_state(tf.shape(x)[0]))[0])
+    assert fn(tf.zeros([5, 7])).shape == (5, 3)
+
+
 def _slot_permutation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """perm with b[perm] == a (approximately): matches memory rows [N, W] of two states."""
     distances = np.abs(a[:, None, :] - b[None, :, :]).sum(-1)
