@@ -130,7 +130,8 @@ def compare(sides: dict[str, list[str]], peer: str, pairs: int, timeout: float |
 
     Returns:
       {"pairs": [{side: record}], "ratios": {side: {median, low, high, min, max, n, values}},
-       "per_step_s": {side: median over pairs}}.
+       "per_step_s": {side: median over pairs}}, and the same of CPU time per step as
+      "cpu_ratios" and "cpu_per_step_s" when every process reported it.
     """
     if pairs < 1:
         raise ValueError(f"pairs must be at least 1, got {pairs}")
@@ -144,27 +145,37 @@ def compare(sides: dict[str, list[str]], peer: str, pairs: int, timeout: float |
         for name in names[shift:] + names[:shift]:
             record[name] = _run(sides[name], timeout)
             if log is not None:
+                cpu = record[name].get("cpu_per_step_s")
+                cpu = "" if cpu is None else f" ({cpu * 1e3:.1f} ms CPU)"
                 print(
-                    f"pair {i + 1}/{pairs} {name}: {record[name]['per_step_s'] * 1e3:.1f} ms/step", file=log, flush=True
+                    f"pair {i + 1}/{pairs} {name}: {record[name]['per_step_s'] * 1e3:.1f} ms/step{cpu}",
+                    file=log,
+                    flush=True,
                 )
         records.append(record)
-    ratios = {}
-    for name in names:
-        if name == peer:
-            continue
-        values = [r[name]["per_step_s"] / r[peer]["per_step_s"] for r in records]
-        low, high = stats.bootstrap_median_ci(values)
-        ratios[name] = {
-            "median": float(np.median(values)),
-            "low": low,
-            "high": high,
-            "min": min(values),
-            "max": max(values),
-            "n": len(values),
-            "values": values,
+    result = {"pairs": records}
+    for key, prefix in (("per_step_s", ""), ("cpu_per_step_s", "cpu_")):
+        if not all(key in r[name] for r in records for name in names):
+            continue  # CPU times: only where every process reported them
+        result[prefix + "ratios"] = {
+            name: _ratio([r[name][key] / r[peer][key] for r in records]) for name in names if name != peer
         }
-    per_step = {name: float(np.median([r[name]["per_step_s"] for r in records])) for name in names}
-    return {"pairs": records, "ratios": ratios, "per_step_s": per_step}
+        result[prefix + "per_step_s"] = {name: float(np.median([r[name][key] for r in records])) for name in names}
+    return result
+
+
+def _ratio(values: list[float]) -> dict:
+    """Median, 95% bootstrap interval of the median, extremes and values of the pairs' ratios."""
+    low, high = stats.bootstrap_median_ci(values)
+    return {
+        "median": float(np.median(values)),
+        "low": low,
+        "high": high,
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+        "values": values,
+    }
 
 
 def ours_command(workload: str, mode: str, config: dict, args: argparse.Namespace) -> list[str]:
@@ -330,17 +341,24 @@ def _config(workload: str, args: argparse.Namespace, p: argparse.ArgumentParser)
 
 def _table(result: dict) -> str:
     peer = result["peer"]
-    lines = [
-        f"{result['workload']} {json.dumps(result['config'])}, {len(result['pairs'])} pairs",
-        "| side | per-step (ms, median over pairs) | ratio ours / peer: median [95% CI] (min, max) |",
-        "|---|---|---|",
-    ]
-    for name, seconds in result["per_step_s"].items():
-        r = result["ratios"].get(name)
-        text = (
-            "" if r is None else f"{r['median']:.3f} [{r['low']:.3f}, {r['high']:.3f}] ({r['min']:.3f}, {r['max']:.3f})"
-        )
-        lines.append(f"| {name if name != peer else peer + ' (peer)'} | {seconds * 1e3:.1f} | {text} |")
+    pairs = len(result["pairs"])
+    lines = [f"{result['workload']} {json.dumps(result['config'])}, {pairs} pairs"]
+    for prefix, what in (("", "wall clock"), ("cpu_", "CPU time of the process")):
+        if prefix + "ratios" not in result:
+            continue
+        lines += [
+            "",
+            f"| side | {what} per step (ms, median over pairs) | ratio ours / peer: median [95% CI] (min, max) |",
+            "|---|---|---|",
+        ]
+        for name, seconds in result[prefix + "per_step_s"].items():
+            r = result[prefix + "ratios"].get(name)
+            text = (
+                ""
+                if r is None
+                else f"{r['median']:.3f} [{r['low']:.3f}, {r['high']:.3f}] ({r['min']:.3f}, {r['max']:.3f})"
+            )
+            lines.append(f"| {name if name != peer else peer + ' (peer)'} | {seconds * 1e3:.1f} | {text} |")
     return "\n".join(lines)
 
 

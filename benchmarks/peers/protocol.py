@@ -9,7 +9,13 @@ One process: build, make the first call (timed apart: tracing, compiling), run t
 warm-up calls, time `steps` calls one by one, and print ONE line of JSON on stdout:
 
     {"side": ..., "per_step_s": median of the timed calls, "mean_s": ..., "min_s": ...,
-     "times_s": [...], "first_call_s": ..., "threads": ..., "versions": {...}, ...}
+     "times_s": [...], "cpu_per_step_s": median CPU time of the process per timed call,
+     "cpu_times_s": [...], "first_call_s": ..., "threads": ..., "versions": {...}, ...}
+
+CPU time (`time.process_time`: every thread of the process) is the steadier figure on a
+shared machine when each side runs ONE thread: it counts the work done, not the time
+spent waiting for a core. With several threads it also counts threads that spin while
+they wait (OpenMP runtimes do), so compare wall-clock times there.
 
 `benchmarks/side_by_side.py` reads the last such line of each process.
 """
@@ -71,13 +77,16 @@ def measure(call: Callable[[], Any], steps: int, warmup: int) -> dict:
     first = time.perf_counter() - start
     for _ in range(warmup):
         call()
-    times = []
+    times, cpu_times = [], []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         call()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     return {
         "per_step_s": statistics.median(times),
+        "cpu_per_step_s": statistics.median(cpu_times),
+        "cpu_times_s": cpu_times,
         "mean_s": statistics.fmean(times),
         "min_s": min(times),
         "times_s": times,

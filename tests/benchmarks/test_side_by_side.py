@@ -22,7 +22,10 @@ with open(log) as f:
     calls = sum(1 for _ in f)
 load = 1.0 + calls  # the machine gets busier with every process
 print("noise that is not JSON")
-print(json.dumps({"side": name, "per_step_s": seconds * load}))
+record = {"side": name, "per_step_s": seconds * load}
+if name != "no_cpu":
+    record["cpu_per_step_s"] = seconds / 2  # the work itself, whatever the load
+print(json.dumps(record))
 """
 
 
@@ -54,6 +57,19 @@ def test_compare_rotates_the_order_and_pairs_the_ratios(tmp_path):
         assert r["low"] <= r["median"] <= r["high"]
     assert "peer" not in result["ratios"]
     assert len(result["pairs"]) == 3 and set(result["pairs"][0]) == set(sides)
+    # CPU times do not grow with the load here: their ratios are the true ones in every pair.
+    for name, truth in (("ours_function", 0.5), ("ours_xla", 0.25)):
+        assert result["cpu_ratios"][name]["values"] == pytest.approx([truth] * 3)
+    assert result["cpu_per_step_s"] == pytest.approx({"ours_function": 1.0, "ours_xla": 0.5, "peer": 2.0})
+    table = side_by_side._table(dict(result, peer="peer", workload="w", config={}))
+    assert "| ours_xla | 500.0 | 0.250 [" in table and "CPU time" in table
+
+
+def test_compare_gives_cpu_ratios_only_when_every_process_reports_cpu_time(tmp_path):
+    sides, _ = _sides(tmp_path, {"ours_function": 2.0, "no_cpu": 1.0, "peer": 4.0})
+    result = side_by_side.compare(sides, "peer", pairs=1)
+    assert set(result["ratios"]) == {"ours_function", "no_cpu"}
+    assert "cpu_ratios" not in result and "cpu_per_step_s" not in result
 
 
 def test_compare_names_a_failing_process_and_its_stderr(tmp_path):
@@ -77,6 +93,7 @@ def test_our_worker_prints_one_json_line_of_timings(capsys):
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["side"] == "ours_function" and record["config"] == config and record["step"] == "train"
     assert len(record["times_s"]) == 2 and record["per_step_s"] > 0 and record["first_call_s"] > 0
+    assert len(record["cpu_times_s"]) == 2 and record["cpu_per_step_s"] > 0
     assert record["versions"]["tensorflow"]
 
 
