@@ -210,16 +210,19 @@ HEAVY_OPS = frozenset(
 )
 
 
-def compute_dtypes(graph: tf.Graph) -> dict[str, list[str]]:
+def compute_dtypes(graph: tf.Graph, skip_scope: str | None = None) -> dict[str, list[str]]:
     """The dtypes of the matrix products and convolutions in `graph`, per op type.
 
     Unlike the profiler, this looks inside loop bodies and nested functions too (the
-    graph's function library), so a recurrent core's products are included.
+    graph's function library), so a recurrent core's products are included. Ops whose
+    name contains `skip_scope` (e.g. "spectral_norm/") are left out.
     """
     graph_def = graph.as_graph_def()
     nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
     found: dict[str, set[str]] = {}
     for node in nodes:
+        if skip_scope is not None and skip_scope in node.name:
+            continue
         if node.op in HEAVY_OPS and "T" in node.attr:
             found.setdefault(node.op, set()).add(tf.as_dtype(node.attr["T"].type).name)
     return {op: sorted(dtypes) for op, dtypes in sorted(found.items())}

@@ -79,11 +79,18 @@ def _allocator_choice_undone(monkeypatch):
         monkeypatch.delenv(allocator.BFC_ENV, raising=False)
 
 
+# The harness end to end on the core's workloads and the DNC, each against its peers. The
+# other models' workloads take minutes each to trace and compile even at the smoke size;
+# tests/benchmarks/test_workloads.py runs every registered workload in every mode.
+SMOKE_WORKLOADS = ["mlp", "lstm", "lstm_ln", "gru", "conv_bn", "conv_lstm", "attention", "dnc"]
+
+
 def test_the_smoke_preset_end_to_end(tmp_path, capsys):
-    result = run.main(["--preset", "smoke", "--out-dir", str(tmp_path)])
+    result = run.main(["--preset", "smoke", "--workloads", ",".join(SMOKE_WORKLOADS), "--out-dir", str(tmp_path)])
     out = capsys.readouterr().out
 
-    names = list(registry.load())
+    names = SMOKE_WORKLOADS
+    assert set(names) <= set(registry.load())
     assert "| workload | step | mode |" in out and "ours/sonnet" in out and "ours/keras" in out
     for name in names:
         assert f"| {name} | train | xla |" in out

@@ -80,7 +80,9 @@ def test_bfloat16_runs_in_bfloat16_end_to_end(name):
         fn = steps.single_device(prepared.case, step, "function")
         outputs = fn(prepared.inputs)
         assert {o.dtype for o in tf.nest.flatten(outputs) if o.dtype.is_floating} == {tf.bfloat16}
-        dtypes = flops.compute_dtypes(fn.get_concrete_function(prepared.inputs).graph)
+        # Less the spectral norms' power iterations (BigGAN), which core.SpectralNorm runs
+        # in float32 for half-precision weights on purpose: matrix-vector products.
+        dtypes = flops.compute_dtypes(fn.get_concrete_function(prepared.inputs).graph, skip_scope="spectral_norm/")
         assert dtypes and all(d == ["bfloat16"] for d in dtypes.values()), dtypes
 
 
@@ -92,5 +94,7 @@ def test_bfloat16_peers_compute_in_bfloat16_where_they_run(name, peer):
         pytest.skip(f"{peer} cannot run {name} in bfloat16: {type(e).__name__}")
     for step in steps.STEPS:
         fn = steps.single_device(prepared.case, step, "function")
-        dtypes = flops.compute_dtypes(fn.get_concrete_function(prepared.inputs).graph)
+        # Less the spectral norms' power iterations (BigGAN), which core.SpectralNorm runs
+        # in float32 for half-precision weights on purpose: matrix-vector products.
+        dtypes = flops.compute_dtypes(fn.get_concrete_function(prepared.inputs).graph, skip_scope="spectral_norm/")
         assert dtypes and all(d == ["bfloat16"] for d in dtypes.values()), dtypes
