@@ -1,14 +1,28 @@
-"""Trains the AlphaStar-style network by behaviour cloning of the game's scripted expert, configured by gin.
+"""Trains the AlphaStar-style network, by behaviour cloning or by actor-critic RL, configured by gin.
 
     python -m models.alphastar_net.train --workdir=/tmp/alphastar \\
         --gin_config=models/alphastar_net/configs/bc_mini.gin \\
         [--gin_bindings='train.num_steps=1000'] [--seed=3] [--strategy=mirrored --replicas=2]
+    python -m models.alphastar_net.train --workdir=/tmp/alphastar_rl \\
+        --gin_config=models/alphastar_net/configs/rl_mini.gin --init_checkpoint=/tmp/alphastar
 
-The task (`imitation.ImitationTask`) teacher-forces the network with the expert's
-actions over whole episodes; the loss is the negative log-likelihood of the arguments
-each action type uses (the argument table masks the others), and every head's accuracy
-is logged. Evaluation adds held-out accuracies and the score of games the network plays
-beside the expert's and a random agent's.
+The task decides the mode. Behaviour cloning (`imitation.ImitationTask`) teacher-forces
+the network with the expert's actions over whole episodes; the loss is the negative
+log-likelihood of the arguments each action type uses (the argument table masks the
+others), and every head's accuracy is logged. Evaluation adds held-out accuracies and
+the score of games the network plays beside the expert's and a random agent's.
+
+Reinforcement learning (`reinforcement.ReinforcementTask`): each step, actors play a
+batch of games with the current weights (the network's sampling mode in a
+`tf.function`, the game in NumPy), recording the behaviour log-probabilities; the
+learner teacher-forces the network over those trajectories and learns with V-trace
+policy gradients, UPGO, TD(lambda) value targets, an entropy bonus and a KL penalty
+towards a frozen reference policy. `train.init_checkpoint` (or `--init_checkpoint`)
+names the behaviour-cloned network to start from, which is also the reference; without
+it the run starts from randomly initialised weights and the reference is that initial
+network. The games of step s are a pure function of (seed, s) and the weights, so resume
+is exact in this mode too. Evaluation (also at step 0: the starting agent's score)
+plays games as in behaviour cloning.
 
 The file reads top to bottom: the settings, the task, the strategy, the model and the
 optimizer, the checkpoint, the step, the loop. Every model's `train.py` in this
@@ -53,7 +67,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 import core
-from models.alphastar_net import environment, imitation, network
+from models.alphastar_net import environment, imitation, network, reinforcement
 
 # What the gin files configure. Model files never import gin; this file registers them.
 gin.external_configurable(network.AlphaStarNet, module="network")
@@ -63,6 +77,7 @@ for _name, _config in network.CONFIGS.items():
 gin.external_configurable(environment.GameSettings, module="environment")
 gin.external_configurable(environment.full_settings, module="environment")
 gin.external_configurable(imitation.ImitationTask, module="imitation")
+gin.external_configurable(reinforcement.ReinforcementTask, module="reinforcement")
 gin.external_configurable(core.optimizers.Adam, module="optimizers")
 gin.external_configurable(core.optimizers.RMSProp, module="optimizers")
 gin.external_configurable(core.optimizers.SGD, module="optimizers")
@@ -77,9 +92,14 @@ class Settings:
     """Everything a run is configured by; gin files set them as `train.<name> = value`.
 
     Attributes:
-      task: `imitation.ImitationTask`: the data, the loss, the metrics and the evaluation.
+      task: the data (or games), the loss, the metrics and the evaluation:
+        `imitation.ImitationTask` (behaviour cloning) or `reinforcement.ReinforcementTask`.
       model: (interface) -> AlphaStarNet; gin's `@network.AlphaStarNet` with its config bound.
-      optimizer: a `core.optimizers` instance (AlphaStar's supervised setup: Adam, 1e-3).
+      optimizer: a `core.optimizers` instance (AlphaStar's supervised setup: Adam, 1e-3;
+        its RL setup: Adam, 3e-5, betas (0, 0.99), epsilon 1e-5).
+      init_checkpoint: reinforcement learning only: the behaviour-cloned network to
+        start from and to keep close to (a checkpoint, or the workdir of a behaviour
+        cloning run: its newest checkpoint); None starts from random weights.
       seed: the run's seed: initial weights, batches, everything (`--seed` sets it).
       num_steps: train until this many steps in all (a resumed run counts those done).
       jit_compile: compile each replica's forward and backward pass with XLA.
@@ -107,6 +127,7 @@ class Settings:
     checkpoint_every: int = 1_000
     keep_checkpoints: int = 3
     stop_when_solved: bool = False
+    init_checkpoint: str | None = None
 
     def __post_init__(self):
         for name in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
@@ -119,8 +140,27 @@ class Settings:
         _check("clip_global_norm", clip is None or (_is_number(clip) and clip > 0), "a positive number or None")
         _check("optimizer", callable(getattr(self.optimizer, "apply", None)), "an optimizer such as @optimizers.Adam()")
         _check("model", callable(self.model), "a callable that makes the model, such as @network.AlphaStarNet")
-        for method in ("dataset", "loss", "metrics", "evaluate", "is_solved"):
+        methods = ("dataset", "loss", "metrics", "evaluate", "is_solved")
+        if self.reinforcement:
+            methods = ("collect", "loss_and_metrics", "evaluate", "is_solved")
+        for method in methods:
             _check("task", callable(getattr(self.task, method, None)), f"a task (it has no {method} method)")
+        if self.init_checkpoint is not None:
+            _check(
+                "init_checkpoint",
+                self.reinforcement,
+                "None in behaviour cloning (it names the cloned network reinforcement learning starts from)",
+            )
+            _check(
+                "init_checkpoint",
+                isinstance(self.init_checkpoint, str) and bool(self.init_checkpoint),
+                "a checkpoint path, a workdir, or None",
+            )
+
+    @property
+    def reinforcement(self) -> bool:
+        """Whether the task is reinforcement learning (else behaviour cloning)."""
+        return isinstance(self.task, reinforcement.ReinforcementTask)
 
 
 def _check(name: str, ok: bool, what: str) -> None:
@@ -138,7 +178,8 @@ def _is_number(value: Any) -> bool:
 
 @dataclasses.dataclass
 class Result:
-    """What a run did, in numbers: the last step, every logged line, the last evaluation."""
+    """What a run did, in numbers: the last step, every logged line, the last evaluation
+    (and in reinforcement learning, the evaluation at step 0, before any update)."""
 
     step: int
     history: list[dict[str, float]]
@@ -146,6 +187,7 @@ class Result:
     solved_at: int | None
     skipped_steps: int
     steps_per_second: float | None
+    start_eval: dict[str, dict[str, float]] | None = None
 
 
 class NonFiniteError(RuntimeError):
@@ -173,40 +215,60 @@ def train(
     Raises:
       NonFiniteError: a step's loss, gradients or updated weights were not finite and
         `settings.on_nonfinite` is "stop"; the newest checkpoint is the last good state.
-      ValueError: the global batch does not split evenly over the replicas.
+      ValueError: the global batch does not split evenly over the replicas, or
+        `settings.init_checkpoint` holds no checkpoint that fits the model.
     """
     strategy = strategy or tf.distribute.get_strategy()
     task, replicas = settings.task, strategy.num_replicas_in_sync
     if task.batch_size % replicas:
         raise ValueError(f"the batch size {task.batch_size} does not split evenly over {replicas} replicas")
+    init_checkpoint = settings.init_checkpoint and find_checkpoint(settings.init_checkpoint)
     core.utils.set_seed(settings.seed)
     chief = core.distribute.is_chief(strategy)
     outdir = core.distribute.worker_dir(strategy, workdir)
     os.makedirs(outdir, exist_ok=True)
 
-    # The model and the optimizer, their variables built once, by one eager call.
+    # The model (and in RL the frozen reference policy) and the optimizer, their
+    # variables built once, by one eager call.
     with strategy.scope():
         model = model or settings.model(interface=task.interface)
-        example = next(iter(task.dataset(settings.seed, 0, tf.distribute.InputContext())))
-        unroll(model, tf.nest.map_structure(lambda x: x[:1], example))
+        build(model, task, settings.seed)
+        reference = None
+        if settings.reinforcement:
+            reference = settings.model(interface=task.interface)
+            build(reference, task, settings.seed)
         optimizer = settings.optimizer
         optimizer.build(model.trainable_variables)
         step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         skipped_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
 
     # The checkpoint: resumes from the newest readable one by itself.
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_counter, skipped=skipped_counter)
+    saved = dict(model=model, optimizer=optimizer, step=step_counter, skipped=skipped_counter)
+    checkpoint = tf.train.Checkpoint(**saved, **({"reference": reference} if reference is not None else {}))
     manager = checkpoint_manager(checkpoint, os.path.join(outdir, "checkpoints"), settings.keep_checkpoints)
     resumed_from = restore_newest(checkpoint, os.path.join(workdir, "checkpoints"))
     step, skipped = int(step_counter.numpy()), int(skipped_counter.numpy())
     if resumed_from:
         logging.info("resumed from %s at step %d", resumed_from, step)
+    elif reference is not None:
+        start_reinforcement(model, reference, init_checkpoint)
     if chief:
         record_config(workdir, step)
 
-    # The data: this process's per-replica batches, from the step the run is at.
-    batches = iter(strategy.distribute_datasets_from_function(lambda ctx: task.dataset(settings.seed, step, ctx)))
-    train_step = make_train_step(model, optimizer, settings, strategy, step_counter, skipped_counter)
+    # The data: this process's per-replica batches, from the step the run is at; in
+    # RL, the games the actors play with the current weights, step by step.
+    if settings.reinforcement:
+        actor = reinforcement.Actor(model)
+
+        def next_batch(step):
+            return distribute_batch(strategy, task.collect(actor, settings.seed, step))
+    else:
+        batches = iter(strategy.distribute_datasets_from_function(lambda ctx: task.dataset(settings.seed, step, ctx)))
+
+        def next_batch(step):
+            return batches
+
+    train_step = make_train_step(model, optimizer, settings, strategy, step_counter, skipped_counter, reference)
     # Evaluation is rare and its shapes vary (a last partial batch, one step at a time
     # in play): not worth an XLA compile per shape.
     predict = imitation.Agent(model)
@@ -214,9 +276,14 @@ def train(
     # The loop.
     writers = {name: summary_writer(chief, outdir, name) for name in ("train", "eval")}
     result = Result(step, [], {}, None, skipped, None)
+    if settings.reinforcement and step == 0:  # the starting agent, to compare with
+        result.start_eval = task.evaluate(predict, settings.seed)
+        for name, figures in result.start_eval.items():
+            write_scalars(writers["eval"], 0, {f"{name}/{k}": v for k, v in figures.items()})
+        logging.info("eval at step 0 %s", "; ".join(f"{n}: " + _figures(f) for n, f in result.start_eval.items()))
     sums, count, clock, clock_step = {}, 0, time.perf_counter(), step
     while step < settings.num_steps:
-        metrics, finite = train_step(batches)
+        metrics, finite = train_step(next_batch(step))
         step += 1
         if not finite:
             skipped += 1
@@ -270,6 +337,74 @@ def train(
     return result
 
 
+def build(model: network.AlphaStarNet, task: Any, seed: int) -> None:
+    """Creates the model's variables by one eager call on a one-episode batch of the task's shape."""
+    if isinstance(task, reinforcement.ReinforcementTask):
+        observation = network.zero_observation(task.interface, [1, 1])
+        model.unroll(observation, model.initial_state(1), seed=tf.constant([0, 0]))
+    else:
+        example = next(iter(task.dataset(seed, 0, tf.distribute.InputContext())))
+        unroll(model, tf.nest.map_structure(lambda x: x[:1], example))
+
+
+def find_checkpoint(path: str) -> str:
+    """The checkpoint `path` names: itself, or the newest in path/checkpoints or in path.
+
+    Raises:
+      ValueError: naming `train.init_checkpoint`, if there is none.
+    """
+    if tf.io.gfile.exists(path + ".index"):
+        return path
+    for directory in (os.path.join(path, "checkpoints"), path):
+        paths = glob.glob(os.path.join(directory, "ckpt-*.index"))
+        numbered = [(int(m.group(1)), p[: -len(".index")]) for p in paths if (m := re.search(r"ckpt-(\d+)\.index$", p))]
+        if numbered:
+            return max(numbered)[1]
+    raise ValueError(
+        f"train.init_checkpoint = {path!r} is not a checkpoint, nor a workdir or folder holding one "
+        "(train a behaviour-cloning run first, or leave it None to start from scratch)"
+    )
+
+
+def start_reinforcement(model: network.AlphaStarNet, reference: network.AlphaStarNet, init: str | None) -> None:
+    """The weights an RL run starts from: the cloned network of `init` for both the model and the frozen
+    reference; with `init` None, the model's random initial weights for both.
+
+    Raises:
+      ValueError: naming `train.init_checkpoint`, if its network does not fit the model.
+    """
+    if init:
+        try:
+            tf.train.Checkpoint(model=reference).restore(init).expect_partial().assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(
+                f"train.init_checkpoint: {init} does not hold a network of this configuration ({reason})"
+            ) from e
+        source, target = reference, model
+        logging.info("reinforcement learning from the cloned network %s (also the KL reference)", init)
+    else:
+        source, target = model, reference
+        logging.info(
+            "reinforcement learning from scratch (train.init_checkpoint is None): random initial weights, "
+            "and the KL penalty pulls towards that initial network"
+        )
+    for a, b in zip(target.variables, source.variables, strict=True):
+        a.assign(b)
+
+
+def distribute_batch(strategy: tf.distribute.Strategy, batch: dict) -> Any:
+    """A NumPy global batch [T, B, ...] as per-replica tensors: replica r of R gets examples [r B/R, (r + 1) B/R)."""
+    replicas = strategy.num_replicas_in_sync
+
+    def part(context):
+        size = next(iter(tf.nest.flatten(batch))).shape[1] // replicas
+        first = context.replica_id_in_sync_group * size
+        return tf.nest.map_structure(lambda x: tf.convert_to_tensor(x[:, first : first + size]), batch)
+
+    return strategy.experimental_distribute_values_from_function(part)
+
+
 def unroll(model: network.AlphaStarNet, batch: dict) -> network.AgentOutput:
     """The model teacher-forced with a batch's actions over its time-major observations, from its initial state."""
     observations = batch["observation"]
@@ -284,8 +419,12 @@ def make_train_step(
     strategy: tf.distribute.Strategy,
     step_counter: tf.Variable,
     skipped_counter: tf.Variable,
+    reference: network.AlphaStarNet | None = None,
 ) -> Callable[[Any], tuple[dict[str, float], bool]]:
     """One training step over the next distributed batch: (mean metrics, whether it was finite).
+
+    The step takes an iterator of distributed batches (behaviour cloning) or, when
+    `reference` is given (reinforcement learning), the distributed batch itself.
 
     Each replica's forward and backward pass is one `tf.function`, compiled by XLA when
     `settings.jit_compile`; the all-reduce, the clipping, the finiteness check and the
@@ -297,9 +436,14 @@ def make_train_step(
 
     def loss_and_grads(batch):
         with tf.GradientTape() as tape:
-            outputs = unroll(model, batch)
-            loss = task.loss(outputs, batch)
-        return tape.gradient(loss, params), task.metrics(outputs, batch)
+            if reference is not None:
+                loss, metrics = task.loss_and_metrics(model, reference, batch)
+            else:
+                outputs = unroll(model, batch)
+                loss = task.loss(outputs, batch)
+        if reference is None:
+            metrics = task.metrics(outputs, batch)
+        return tape.gradient(loss, params), metrics
 
     compiled = tf.function(loss_and_grads, jit_compile=settings.jit_compile)
 
@@ -333,9 +477,10 @@ def make_train_step(
         return metrics, finite
 
     @tf.function
-    def step(batches):
+    def step(source):
         # Every replica holds the same means and verdict; this process reads its first's.
-        metrics, finite = strategy.run(replica_step, args=(next(batches),))
+        batch = source if reference is not None else next(source)
+        metrics, finite = strategy.run(replica_step, args=(batch,))
         return tf.nest.map_structure(lambda x: strategy.experimental_local_results(x)[0], (metrics, finite))
 
     def run(batches):
@@ -455,8 +600,7 @@ def restore(workdir: str, checkpoint: str | None = None) -> tuple[Any, network.A
     gin.parse_config_file(config)
     settings = Settings()
     model = settings.model(interface=settings.task.interface)
-    example = next(iter(settings.task.dataset(settings.seed, 0, tf.distribute.InputContext())))
-    unroll(model, tf.nest.map_structure(lambda x: x[:1], example))
+    build(model, settings.task, settings.seed)
     step = tf.Variable(0, dtype=tf.int64)
     saved = tf.train.Checkpoint(model=model, step=step)
     if checkpoint:
@@ -474,16 +618,22 @@ def define_flags() -> None:
     flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, applied after the files (e.g. 'train.num_steps=10')")
     flags.DEFINE_string("workdir", None, "directory for checkpoints, summaries and the config; a run resumes from it")
     flags.DEFINE_integer("seed", None, "the run's seed; sets train.seed (default 0)", lower_bound=0)
+    flags.DEFINE_string(
+        "init_checkpoint",
+        None,
+        "RL: the cloned network (checkpoint or workdir) to start from; sets train.init_checkpoint",
+    )
     flags.DEFINE_enum("strategy", "default", list(core.distribute.STRATEGIES), "how to spread the work over devices")
     flags.DEFINE_integer("replicas", 0, "--strategy=mirrored without GPUs: split the CPU into this many", lower_bound=0)
     flags.DEFINE_string("tpu", None, "--strategy=tpu: the TPU's name or grpc:// address")
 
 
-def parse_config(files: list[str], bindings: list[str], seed: int | None) -> None:
-    """Applies gin files, then bindings, then `--seed`; every error names the file or binding.
+def parse_config(files: list[str], bindings: list[str], seed: int | None, init_checkpoint: str | None = None) -> None:
+    """Applies gin files, then bindings, then `--seed` and `--init_checkpoint`; every error names the file or binding.
 
     `--seed` is one more binding, `train.seed`; a config that binds another seed is an
-    error rather than silently overridden.
+    error rather than silently overridden. `--init_checkpoint` binds
+    `train.init_checkpoint` the same way.
     """
     for path in files:
         if not os.path.exists(path):
@@ -505,6 +655,17 @@ def parse_config(files: list[str], bindings: list[str], seed: int | None) -> Non
         if bound is not None and bound != seed:
             raise ValueError(f"--seed={seed} disagrees with train.seed = {bound} in the config; give one of them")
         gin.bind_parameter("train.seed", seed)
+    if init_checkpoint is not None:
+        try:
+            bound = gin.query_parameter("train.init_checkpoint")
+        except ValueError:
+            bound = None
+        if bound is not None and bound != init_checkpoint:
+            raise ValueError(
+                f"--init_checkpoint={init_checkpoint} disagrees with train.init_checkpoint = {bound!r} in the config; "
+                "give one of them"
+            )
+        gin.bind_parameter("train.init_checkpoint", init_checkpoint)
 
 
 def main(argv: list[str]) -> None:
@@ -512,7 +673,7 @@ def main(argv: list[str]) -> None:
     if FLAGS.workdir is None:
         raise app.UsageError("--workdir is required")
     strategy = core.distribute.make_strategy(FLAGS.strategy, replicas=FLAGS.replicas, tpu=FLAGS.tpu)
-    parse_config(FLAGS.gin_config, FLAGS.gin_bindings, FLAGS.seed)
+    parse_config(FLAGS.gin_config, FLAGS.gin_bindings, FLAGS.seed, FLAGS.init_checkpoint)
     settings = Settings()
     try:
         os.makedirs(FLAGS.workdir, exist_ok=True)
