@@ -197,7 +197,7 @@ def play(settings: environment.GameSettings, seeds: Sequence[Any], policy: Polic
 
 
 class Agent:
-    """A network's teacher-forced unroll and its play, as `tf.function`s (evaluation and reproduction).
+    """A network's teacher-forced unroll, its sampled step and its play, as `tf.function`s (evaluation, actors).
 
     Args:
       net: the network.
@@ -212,10 +212,11 @@ class Agent:
 
         def act(observation, state, seed, temperature):
             out, state = net(observation, state, seed=seed, temperature=temperature)
-            return out.actions, state
+            return out.actions, out.log_probs, state
 
         self.teacher_forced = tf.function(teacher_forced)
-        self._act = tf.function(act)
+        # One sampled step: (actions, their log-probabilities, the next state).
+        self.act = tf.function(act)
 
     def policy(self, temperature: float, seed: int) -> Policy:
         """The network as a policy for `play`: its state carried from step to step, sampling noise from (seed, step)."""
@@ -225,7 +226,7 @@ class Agent:
             if step == 0:
                 state["core"] = self.net.initial_state(len(games))
             observations = dict(observations, spatial=observations["spatial"].astype(np.float32))
-            actions, state["core"] = self._act(
+            actions, _, state["core"] = self.act(
                 observations, state["core"], tf.constant([seed, step], tf.int32), tf.constant(temperature)
             )
             actions = {k: v.numpy() for k, v in actions.items()}

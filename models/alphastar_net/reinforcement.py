@@ -309,17 +309,13 @@ class Actor:
     """Plays games with a network's sampling mode in a `tf.function`, recording the behaviour log-probabilities.
 
     Args:
-      net: the network (its current weights act).
+      agent: the network's `imitation.Agent` (its current weights act; its sampled
+        step is the one evaluation plays with, so one trace serves both).
     """
 
-    def __init__(self, net: network.AlphaStarNet):
-        self.net = net
-
-        def act(observation, state, seed, temperature):
-            out, state = net(observation, state, seed=seed, temperature=temperature)
-            return out.actions, out.log_probs, state
-
-        self._act = tf.function(act)
+    def __init__(self, agent: imitation.Agent):
+        self.net = agent.net
+        self._act = agent.act
 
     def play(
         self, settings: environment.GameSettings, seeds: Sequence[Any], noise: int, temperature: float

@@ -257,8 +257,11 @@ def train(
 
     # The data: this process's per-replica batches, from the step the run is at; in
     # RL, the games the actors play with the current weights, step by step.
+    # Evaluation is rare and its shapes vary (a last partial batch, one step at a time
+    # in play): not worth an XLA compile per shape.
+    predict = imitation.Agent(model)
     if settings.reinforcement:
-        actor = reinforcement.Actor(model)
+        actor = reinforcement.Actor(predict)
 
         def next_batch(step):
             return distribute_batch(strategy, task.collect(actor, settings.seed, step))
@@ -269,9 +272,6 @@ def train(
             return batches
 
     train_step = make_train_step(model, optimizer, settings, strategy, step_counter, skipped_counter, reference)
-    # Evaluation is rare and its shapes vary (a last partial batch, one step at a time
-    # in play): not worth an XLA compile per shape.
-    predict = imitation.Agent(model)
 
     # The loop.
     writers = {name: summary_writer(chief, outdir, name) for name in ("train", "eval")}
@@ -375,7 +375,7 @@ def start_reinforcement(model: network.AlphaStarNet, reference: network.AlphaSta
     """
     if init:
         try:
-            tf.train.Checkpoint(model=reference).restore(init).expect_partial().assert_existing_objects_matched()
+            tf.train.Checkpoint(model=reference).read(init).expect_partial().assert_existing_objects_matched()
         except (tf.errors.OpError, ValueError, AssertionError) as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(

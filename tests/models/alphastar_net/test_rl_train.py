@@ -5,6 +5,7 @@ the reproduction on the mini game is `slow`.
 """
 
 import os
+import shutil
 
 import gin
 import numpy as np
@@ -12,12 +13,13 @@ import pytest
 import tensorflow as tf
 
 import core
-from models.alphastar_net import environment, network, reinforcement, train
+from models.alphastar_net import environment, imitation, network, reinforcement, train
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir)
 CONFIGS = os.path.join(ROOT, "models", "alphastar_net", "configs")
 SMOKE = os.path.join(CONFIGS, "rl_smoke.gin")
 NO_GAMES = "reinforcement.ReinforcementTask.eval_games = 0"
+STEPS = 6
 
 
 def settings(*bindings: str, config: str = SMOKE) -> train.Settings:
@@ -37,10 +39,9 @@ def checkpointed(workdir) -> dict[str, np.ndarray]:
     return {n: reader.get_tensor(n) for n in names}
 
 
-def no_op_probability(net, batch) -> float:
+def no_op_probability(agent: imitation.Agent, batch: dict) -> float:
     """The teacher-forced probability of no_op, averaged over the trajectories' steps."""
-    state = net.initial_state(batch["reward"].shape[1])
-    outputs, _ = net.unroll(batch["observation"], state, batch["action"])
+    outputs = agent.teacher_forced(batch["observation"], batch["action"])
     p = tf.nn.softmax(outputs.logits["action_type"])[..., environment.NO_OP]
     return float(tf.reduce_sum(p * tf.cast(batch["mask"], tf.float32)) / np.sum(batch["mask"]))
 
@@ -54,61 +55,80 @@ def test_the_loss_raises_the_probability_of_a_rewarded_action_type():
     )
     net = network.AlphaStarNet(task.interface, network.tiny())
     reference = network.AlphaStarNet(task.interface, network.tiny())
-    actor = reinforcement.Actor(net)
+    agent = imitation.Agent(net)
+    actor = reinforcement.Actor(agent)
 
     def games(step):
         batch = task.collect(actor, seed=0, step=step)
         batch["reward"] = ((batch["action"]["action_type"] == environment.NO_OP) & batch["mask"]).astype(np.float32)
-        batch["observation"]["spatial"] = batch["observation"]["spatial"].astype(np.float32)
         return tf.nest.map_structure(tf.convert_to_tensor, batch)
 
-    optimizer = core.optimizers.SGD(learning_rate=0.1)
+    optimizer = core.optimizers.Adam(learning_rate=0.01)
 
     @tf.function
     def update(batch):
         with tf.GradientTape() as tape:
             loss, metrics = task.loss_and_metrics(net, reference, batch)
-        grads = tape.gradient(loss, net.trainable_variables)
-        optimizer.apply(grads, net.trainable_variables)
+        optimizer.apply(tape.gradient(loss, net.trainable_variables), net.trainable_variables)
         return metrics
 
     held_out = games(1000)
-    before = no_op_probability(net, held_out)
-    for step in range(15):
+    before = no_op_probability(agent, held_out)
+    for step in range(20):  # each a second or less: the traces are what cost
         update(games(step))
-    after = no_op_probability(net, held_out)
+    after = no_op_probability(agent, held_out)
     assert after > before + 0.2, (before, after)
 
 
-def test_a_short_run_learns_its_values_resumes_bit_for_bit_and_starts_from_a_checkpoint(tmp_path):
-    straight = run(tmp_path / "straight", "train.num_steps=20", "train.log_every=5", "train.seed=3")
-    assert [h["step"] for h in straight.history] == [5, 10, 15, 20] and straight.skipped_steps == 0
-    first, last = straight.history[0], straight.history[-1]
-    assert last["loss/value"] < 0.5 * first["loss/value"], (first, last)
+def test_a_short_run_resumes_bit_for_bit(tmp_path):
+    half = f"train.checkpoint_every={STEPS // 2}"
+    straight = run(
+        tmp_path / "straight", f"train.num_steps={STEPS}", f"train.log_every={STEPS // 2}", half, "train.seed=3"
+    )
+    assert [h["step"] for h in straight.history] == [STEPS // 2, STEPS] and straight.skipped_steps == 0
+    last = straight.history[-1]
     assert all(np.isfinite(h[k]) for h in straight.history for k in ("loss", "entropy", "kl", "rho"))
-    assert first["kl"] >= 0 and last["kl"] > 0  # from scratch the reference is the initial network
+    assert last["kl"] > 0  # from scratch the reference is the initial network, which the run leaves
     play = straight.start_eval["play"]
     assert set(play) == {"score", "expert_score", "random_score"} and play["expert_score"] > play["random_score"]
     recorded = (tmp_path / "straight" / "config.gin").read_text()
     assert "train.seed = 3" in recorded and "ReinforcementTask.batch_size = 4" in recorded
 
-    # Stopped at step 10 and resumed: the same weights, reference and optimizer state, bit for bit.
-    run(tmp_path / "resumed", "train.num_steps=10", "train.log_every=5", "train.seed=3", NO_GAMES)
-    resumed = run(tmp_path / "resumed", "train.num_steps=20", "train.log_every=5", "train.seed=3", NO_GAMES)
-    assert resumed.start_eval is None and [h["step"] for h in resumed.history] == [15, 20]
+    # Stopped after the checkpoint half way and resumed: the same weights, reference and
+    # optimizer state, bit for bit.
+    os.makedirs(tmp_path / "resumed" / "checkpoints")
+    for path in (tmp_path / "straight" / "checkpoints").glob(f"ckpt-{STEPS // 2}.*"):
+        shutil.copy(path, tmp_path / "resumed" / "checkpoints")
+    resumed = run(
+        tmp_path / "resumed", f"train.num_steps={STEPS}", f"train.log_every={STEPS // 2}", half, "train.seed=3"
+    )
+    assert resumed.start_eval is None and [h["step"] for h in resumed.history] == [STEPS]
     a, b = checkpointed(tmp_path / "resumed"), checkpointed(tmp_path / "straight")
     assert any(n.startswith("reference/") for n in a) and any(n.startswith("optimizer/") for n in a)
     assert a.keys() == b.keys() and all(np.array_equal(a[n], b[n]) for n in a)
-    assert resumed.history[-1] == straight.history[-1]
+    assert resumed.history[-1] == last
+    gin.clear_config()
 
-    # Started from the first run's network (as from a cloned one): it is the frozen reference.
-    init = f"train.init_checkpoint='{tmp_path / 'straight'}'"
-    started = run(tmp_path / "started", "train.num_steps=2", "train.log_every=1", init, NO_GAMES)
-    assert started.history[0]["kl"] < 1e-6 < last["kl"]  # the first step's policy is the reference
-    c = checkpointed(tmp_path / "started")
-    model = {n[len("model/") :]: v for n, v in b.items() if n.startswith("model/")}
-    assert all(np.array_equal(c["reference/" + n], v) for n, v in model.items())
-    assert not all(np.array_equal(c["model/" + n], v) for n, v in model.items())  # two steps moved it
+
+def test_a_cloned_checkpoint_is_the_start_and_the_frozen_reference(tmp_path):
+    # A checkpoint as a cloning run writes it (the model under "model"), found in its workdir.
+    config = settings()
+    nets = [config.model(interface=config.task.interface) for _ in range(3)]
+    for net in nets:
+        train.build(net, config.task, seed=0)
+    clone, model, reference = nets
+    tf.train.Checkpoint(model=clone).write(str(tmp_path / "bc" / "checkpoints" / "ckpt-7"))
+    found = train.find_checkpoint(str(tmp_path / "bc"))
+    assert found.endswith("ckpt-7")
+    assert not all(np.array_equal(c.numpy(), m.numpy()) for c, m in zip(clone.variables, model.variables))
+    train.start_reinforcement(model, reference, found)
+    for net in (model, reference):
+        assert all(np.array_equal(c.numpy(), v.numpy()) for c, v in zip(clone.variables, net.variables, strict=True))
+    # Teacher-forced alike, the policy and the reference then agree: the KL starts at 0.
+    actor = reinforcement.Actor(imitation.Agent(model))
+    batch = tf.nest.map_structure(tf.convert_to_tensor, config.task.collect(actor, seed=0, step=0))
+    _, metrics = config.task.loss_and_metrics(model, reference, batch)
+    assert float(metrics["kl"]) < 1e-6 and float(metrics["entropy"]) > 0
     gin.clear_config()
 
 
@@ -134,4 +154,27 @@ def test_settings_are_checked_before_anything_runs(tmp_path):
     gin.clear_config()
     with pytest.raises(ValueError, match="--init_checkpoint=/a disagrees with train.init_checkpoint = '/b'"):
         train.parse_config([SMOKE], ["train.init_checkpoint='/b'"], seed=None, init_checkpoint="/a")
+    gin.clear_config()
+
+
+@pytest.mark.slow
+def test_reinforcement_learning_from_the_cloned_agent(tmp_path):
+    """The reproduction, opt-in: bc_mini.gin for 500 steps, then rl_mini.gin (AlphaStar's RL
+    settings) from that clone for 500 steps, the README's run. Measured there: the clone
+    scores 7.20 in the 64 evaluation games, 7.07 after the 500 RL steps (no gain in so few
+    steps at AlphaStar's learning rate), and the value loss, whose head cloning never
+    trained, falls from 0.71 (steps 1-20) to 0.30 (steps 481-500). Asserted: the play stays
+    the clone's (within 0.5) and the value loss falls by at least 2x."""
+    gin.clear_config()
+    train.parse_config([os.path.join(CONFIGS, "bc_mini.gin")], ["train.num_steps=500"], seed=None)
+    train.train(train.Settings(), str(tmp_path / "bc"))
+    gin.clear_config()
+    train.parse_config(
+        [os.path.join(CONFIGS, "rl_mini.gin")], ["train.num_steps=500"], seed=None, init_checkpoint=str(tmp_path / "bc")
+    )
+    result = train.train(train.Settings(), str(tmp_path / "rl"))
+    start, end = result.start_eval["play"], result.eval["play"]
+    assert abs(end["score"] - start["score"]) < 0.5, (start, end)
+    assert start["score"] > start["random_score"] + 10
+    assert result.history[-1]["loss/value"] < 0.5 * result.history[0]["loss/value"], result.history
     gin.clear_config()
