@@ -255,11 +255,13 @@ def train(
     if chief:
         record_config(workdir, step)
 
-    # The data: this process's per-replica batches, from the step the run is at; in
-    # RL, the games the actors play with the current weights, step by step.
     # Evaluation is rare and its shapes vary (a last partial batch, one step at a time
     # in play): not worth an XLA compile per shape.
     predict = imitation.Agent(model)
+
+    # The data: this process's per-replica batches, from the step the run is at; in
+    # RL, the games the actors play with the current weights (evaluation's sampling
+    # step), step by step.
     if settings.reinforcement:
         actor = reinforcement.Actor(predict)
 

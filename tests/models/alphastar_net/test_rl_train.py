@@ -158,13 +158,13 @@ def test_settings_are_checked_before_anything_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_reinforcement_learning_from_the_cloned_agent(tmp_path):
-    """The reproduction, opt-in: bc_mini.gin for 500 steps, then rl_mini.gin (AlphaStar's RL
-    settings) from that clone for 500 steps, the README's run. Measured there: the clone
-    scores 7.20 in the 64 evaluation games, 7.07 after the 500 RL steps (no gain in so few
-    steps at AlphaStar's learning rate), and the value loss, whose head cloning never
-    trained, falls from 0.71 (steps 1-20) to 0.30 (steps 481-500). Asserted: the play stays
-    the clone's (within 0.5) and the value loss falls by at least 2x."""
+def test_reinforcement_learning_beats_the_cloned_agent(tmp_path):
+    """The reproduction, opt-in: bc_mini.gin for 500 steps, then rl_mini.gin from that clone
+    for 500 steps, the README's run. Measured there: in the 64 evaluation games the clone
+    scores 7.20 (the expert 7.23), the agent after 500 RL steps 8.50, and the value loss,
+    whose head cloning never trained, falls from 0.78 (steps 1-20) to 0.12 (steps 481-500).
+    Asserted: RL gains at least 0.8 on the clone and beats the expert; the value loss falls
+    by at least 3x."""
     gin.clear_config()
     train.parse_config([os.path.join(CONFIGS, "bc_mini.gin")], ["train.num_steps=500"], seed=None)
     train.train(train.Settings(), str(tmp_path / "bc"))
@@ -174,7 +174,6 @@ def test_reinforcement_learning_from_the_cloned_agent(tmp_path):
     )
     result = train.train(train.Settings(), str(tmp_path / "rl"))
     start, end = result.start_eval["play"], result.eval["play"]
-    assert abs(end["score"] - start["score"]) < 0.5, (start, end)
-    assert start["score"] > start["random_score"] + 10
-    assert result.history[-1]["loss/value"] < 0.5 * result.history[0]["loss/value"], result.history
+    assert end["score"] > start["score"] + 0.8 and end["score"] > end["expert_score"], (start, end)
+    assert result.history[-1]["loss/value"] < result.history[0]["loss/value"] / 3, result.history
     gin.clear_config()
