@@ -138,6 +138,7 @@ class WeightAverage:
             raise ValueError(f"WeightAverage: start_step must be a non-negative int, got {start_step!r}")
         self.decay = float(decay)
         self.start_step = int(start_step)
+        self.networks = (source, target)
         pairs = list(zip(source.variables, target.variables))
         mismatched = [
             (s.name, t.name) for s, t in pairs if s.shape != t.shape or s.dtype != t.dtype or s.trainable != t.trainable

@@ -21,7 +21,9 @@ def test_parameter_counts_are_the_published_ones():
     # values are never computed (158M of them, orthogonal: QR of 13,824 x 1,536 kernels
     # would take minutes), so the count costs a few seconds.
     with tf.Graph().as_default():
-        g = biggan.Generator(ch=96, resolution=128, num_classes=1000, dim_z=120, shared_dim=128, attention_resolution=64)
+        g = biggan.Generator(
+            ch=96, resolution=128, num_classes=1000, dim_z=120, shared_dim=128, attention_resolution=64
+        )
         d = biggan.Discriminator(ch=96, resolution=128, num_classes=1000, attention_resolution=64)
         g(tf.zeros([1, 120]), tf.zeros([1], tf.int32), False)
         d(tf.zeros([1, 128, 128, 3]), tf.zeros([1], tf.int32), False)
