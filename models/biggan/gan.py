@@ -171,13 +171,7 @@ class GANStep:
         grads, g_metrics = self._fn("g", self.g_loss_and_grads, compile_g)(batch.z[-1], batch.fake_labels[-1], pure)
         finite = _guarded_update(self.g_optimizer, grads, g_params, [g_metrics["g_loss"]], finite)
         if self.average is not None:
-            average = self.average
-
-            def update_average():
-                average.update(step)
-                return tf.constant(True)
-
-            finite = tf.cond(finite, update_average, lambda: tf.constant(False))
+            self.average.update(step, enabled=finite)
         return {**metrics, **g_metrics}, finite
 
     def _generate_and_d(self, images, labels, z, fake_labels, pure: bool):

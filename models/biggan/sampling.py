@@ -150,15 +150,21 @@ class WeightAverage:
             )
         self._pairs = pairs
 
-    def update(self, step: int | tf.Tensor) -> None:
-        """Moves the target's weights towards the source's (see the class docstring)."""
+    def update(self, step: int | tf.Tensor, enabled: bool | tf.Tensor = True) -> None:
+        """Moves the target's weights towards the source's (see the class docstring).
+
+        `enabled` False (a bool tensor, say) leaves every variable as it is; the writes
+        happen either way, outside any control flow, since a write to a replicated
+        variable that synchronises the replicas may not sit inside a `tf.cond`.
+        """
         step = tf.convert_to_tensor(step)
+        enabled = tf.convert_to_tensor(enabled, tf.bool)
         for source, target in self._pairs:
             if not target.trainable:
-                target.assign(source)
+                target.assign(tf.where(enabled, source, target))
                 continue
             decay = tf.where(step >= self.start_step, tf.constant(self.decay, target.dtype), 0.0)
-            target.assign(decay * target + (1.0 - decay) * source)
+            target.assign(tf.where(enabled, decay * target + (1.0 - decay) * source, target))
 
     def copy(self) -> None:
         """Sets the target equal to the source."""

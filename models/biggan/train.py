@@ -390,7 +390,9 @@ def make_train_step(
         before = [tf.identity(v) for v in state] if skip else []
         metrics, finite = gan_step.replica_step(batch, step_counter)
         if skip:
-            tf.cond(finite, tf.no_op, lambda: tf.group([v.assign(b) for v, b in zip(state, before)]))
+            # Outside control flow: some of these writes synchronise the replicas.
+            for v, b in zip(state, before):
+                v.assign(tf.where(finite, v, b))
         step_counter.assign_add(1)
         skipped_counter.assign_add(1 - tf.cast(finite, tf.int64))
         metrics = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, metrics)

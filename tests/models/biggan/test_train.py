@@ -6,6 +6,7 @@ fall back to, break, or compare replicas with.
 """
 
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -44,8 +45,8 @@ def run(workdir, *bindings, strategy=None, extractor=None) -> train.Result:
 def weights(path) -> dict[str, np.ndarray]:
     """Every saved variable of a checkpoint (or of a workdir's newest) but the step counters."""
     path = str(path)
-    if os.path.isdir(path):
-        path = tf.train.latest_checkpoint(os.path.join(path, "checkpoints"))
+    if os.path.isdir(path):  # its newest checkpoint, found by the files (a copied workdir has no list)
+        path = os.path.join(path, "checkpoints", f"ckpt-{newest_checkpoint(pathlib.Path(path))}")
     reader = tf.train.load_checkpoint(path)
     prefixes = ("generator/", "discriminator/", "g_ema/", "g_optimizer/", "d_optimizer/")
     names = sorted(n for n in reader.get_variable_to_shape_map() if n.startswith(prefixes))
