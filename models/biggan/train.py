@@ -74,6 +74,7 @@ gin.external_configurable(data.GANTask, module="data")
 gin.external_configurable(data.shapes32, module="data")
 gin.external_configurable(data.tfds_images, module="data")
 gin.external_configurable(core.optimizers.Adam, module="optimizers")
+gin.external_configurable(core.optimizers.SGD, module="optimizers")
 
 
 # --- the settings ------------------------------------------------------------------------
