@@ -149,6 +149,10 @@ def test_a_non_finite_step_never_reaches_the_weights(reference, tmp_path, mode):
     assert max_difference(weights(broken), good) == 0.0
 
 
+# Opt-in for its cost (two runs, one under four replicas: minutes on two cores); the
+# cross-replica generator against one device on the whole batch runs by default in
+# test_biggan.py.
+@pytest.mark.slow
 def test_replicas_with_cross_replica_batch_norm_train_as_one_device(tmp_path, mirrored):
     # Four replicas (cross-replica batch norm on), each on its quarter of every batch,
     # against one device on the whole. Plain SGD: Adam's first steps (beta1 = 0) are about
