@@ -2,7 +2,7 @@
 
 Every `models/<name>/train.py` registers its settings as the gin configurable `train`,
 so that its configs read `train.num_steps = ...`. A run imports one of them, but one
-test process imports several, and gin then finds `train` ambiguous. While a test under
+test process imports several, and gin then finds `train` ambiguous. While a test module under
 `tests/models/<name>/` runs, the other models' `train` configurables are taken out of
 gin's registry (and put back after it), as if each model ran in a process of its own.
 """
@@ -16,7 +16,9 @@ def _train_selectors() -> list[str]:
     return list(gin.config._REGISTRY.matching_selectors("train"))
 
 
-@pytest.fixture(autouse=True)
+# Module-scoped, so that it is in force for module-scoped fixtures too (a reference run
+# that several tests share): autouse fixtures come first within their scope.
+@pytest.fixture(scope="module", autouse=True)
 def _only_this_models_train_settings(request):
     registry = gin.config._REGISTRY
     own = f"models.{request.path.parent.name}."
