@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from models.biggan import metrics, train
+from tests.models.checks import max_difference
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir)
 SMOKE = os.path.join(ROOT, "models", "biggan", "configs", "smoke.gin")
@@ -51,11 +52,6 @@ def weights(path) -> dict[str, np.ndarray]:
     prefixes = ("generator/", "discriminator/", "g_ema/", "g_optimizer/", "d_optimizer/")
     names = sorted(n for n in reader.get_variable_to_shape_map() if n.startswith(prefixes))
     return {n: reader.get_tensor(n) for n in names}
-
-
-def max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
-    assert a.keys() == b.keys()
-    return max(float(np.max(np.abs(a[n].astype(np.float64) - b[n]))) for n in a)
 
 
 def copy_until(reference, target, step: int):

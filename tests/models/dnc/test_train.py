@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from models.dnc import train
+from tests.models.checks import max_difference
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir)
 SMOKE = os.path.join(ROOT, "models", "dnc", "configs", "smoke.gin")
@@ -43,11 +44,6 @@ def weights(workdir) -> dict[str, np.ndarray]:
     reader = tf.train.load_checkpoint(os.path.join(str(workdir), "checkpoints"))
     names = sorted(n for n in reader.get_variable_to_shape_map() if n.startswith(("model/", "optimizer/", "step/")))
     return {n: reader.get_tensor(n) for n in names}
-
-
-def max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
-    assert a.keys() == b.keys()
-    return max(float(np.max(np.abs(a[n].astype(np.float64) - b[n]))) for n in a)
 
 
 def command(*args, timeout=300) -> subprocess.CompletedProcess:
