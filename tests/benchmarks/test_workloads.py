@@ -42,6 +42,25 @@ def test_names_are_unique_and_unknown_names_are_explained():
         registry.select(["no_such_workload"])
 
 
+def _assert_gradients_agree(got: list[np.ndarray], want: list[np.ndarray], mode: str) -> None:
+    """The loss and each gradient agree with eager's, element by element.
+
+    A gradient that is zero in exact arithmetic (a bias that a batch norm subtracts again,
+    as BigGAN's convolution biases before its class-conditional batch norms) comes out as
+    rounding noise of about float32's epsilon times the gradients flowing past it, and
+    that noise differs between kernels. Where eager's gradient is within that noise of
+    zero everywhere, the other mode's must be too, rather than equal to the noise.
+    """
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-4, err_msg=f"{mode} loss")
+    scale = max(float(np.max(np.abs(g))) for g in want[1:] if np.size(g))
+    noise = 1e-5 * scale
+    for i, (a, b) in enumerate(zip(want[1:], got[1:])):
+        if np.size(a) and np.max(np.abs(a)) <= noise:
+            assert np.max(np.abs(b)) <= noise, f"{mode} gradient {i}: {np.max(np.abs(b))} where eager's is zero up to {noise}"
+        else:
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=f"{mode} gradient {i}")
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_eager_function_and_xla_agree(name):
     prepared = _prepare(name)
@@ -60,8 +79,7 @@ def test_eager_function_and_xla_agree(name):
         got = results[mode]
         for a, b in zip(eager[0], got[0]):
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=f"{mode} forward")
-        for a, b in zip(eager[1], got[1]):
-            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=f"{mode} loss and gradients")
+        _assert_gradients_agree(got[1], eager[1], mode)
         np.testing.assert_allclose(got[2], eager[2], rtol=1e-4, err_msg=f"{mode} train step loss")
         # Adam's first step moves each parameter by about the learning rate times the sign
         # of its gradient, so a gradient within rounding of zero may move either way.
