@@ -214,9 +214,9 @@ class Agent:
             out, state = net(observation, state, seed=seed, temperature=temperature)
             return out.actions, out.log_probs, state
 
-        self.teacher_forced = tf.function(teacher_forced)
+        self.teacher_forced = tf.function(teacher_forced, autograph=False)
         # One sampled step: (actions, their log-probabilities, the next state).
-        self.act = tf.function(act)
+        self.act = tf.function(act, autograph=False)
 
     def policy(self, temperature: float, seed: int) -> Policy:
         """The network as a policy for `play`: its state carried from step to step, sampling noise from (seed, step)."""

@@ -447,7 +447,9 @@ def make_train_step(
             metrics = task.metrics(outputs, batch)
         return tape.gradient(loss, params), metrics
 
-    compiled = tf.function(loss_and_grads, jit_compile=settings.jit_compile)
+    # No AutoGraph here or below: the control flow is explicit (tf.cond), and converting
+    # every module's code would only multiply the tracing time.
+    compiled = tf.function(loss_and_grads, jit_compile=settings.jit_compile, autograph=False)
 
     def replica_step(batch):
         grads, metrics = compiled(batch)
@@ -478,7 +480,7 @@ def make_train_step(
         metrics = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, metrics)
         return metrics, finite
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(source):
         # Every replica holds the same means and verdict; this process reads its first's.
         batch = source if reference is not None else next(source)

@@ -122,7 +122,7 @@ class GANStep:
             return fn
         key = (name, compile_)
         if key not in self._compiled:
-            self._compiled[key] = tf.function(fn, jit_compile=compile_, reduce_retracing=True)
+            self._compiled[key] = tf.function(fn, jit_compile=compile_, reduce_retracing=True, autograph=False)
         return self._compiled[key]
 
     # --- the step ----------------------------------------------------------------------------

@@ -134,7 +134,7 @@ def train_classifier(
     optimizer = core.optimizers.Adam(1e-3)
     table, classes = tf.constant(images), tf.constant(np.asarray(labels, np.int32))
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(i):
         index = tf.random.stateless_uniform([batch_size], [seed, i], 0, len(images), tf.int32)
         x = tf.cast(tf.gather(table, index), tf.float32) / 127.5 - 1.0

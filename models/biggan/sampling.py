@@ -89,7 +89,7 @@ def standing_statistics(
         return
     averages = [(bn.moving_mean, bn.moving_variance) for bn in norms]
 
-    @tf.function
+    @tf.function(autograph=False)
     def one_pass(z, y):
         for pair in averages:
             for average in pair:

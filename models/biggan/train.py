@@ -445,7 +445,7 @@ class Evaluation:
         self.grid_z = sampling.truncated_normal(
             [rows * self.columns, task.dim_z], [settings.seed, 1_000_001], settings.truncation
         )
-        self._generate = tf.function(lambda z, y: nets.sampler(z, y, is_training=False))
+        self._generate = tf.function(lambda z, y: nets.sampler(z, y, is_training=False), autograph=False)
         self._real: tuple[np.ndarray, np.ndarray] | None = None
 
     def __call__(self, step: int, writer: tf.summary.SummaryWriter, outdir: str | None) -> dict[str, dict[str, float]]:

@@ -237,7 +237,7 @@ def _batch_fn(task: RepeatCopy):
     """A traced `task.batch`, one per task, so drawing a batch is one call, not dozens of ops."""
     fn = _BATCH_FNS.get(task)
     if fn is None:
-        fn = _BATCH_FNS[task] = tf.function(task.batch, reduce_retracing=True)
+        fn = _BATCH_FNS[task] = tf.function(task.batch, reduce_retracing=True, autograph=False)
     return fn
 
 

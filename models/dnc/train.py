@@ -209,7 +209,7 @@ def train(
     train_step = make_train_step(model, optimizer, settings, strategy, step_counter, skipped_counter)
     # Evaluation is rare and its shapes vary (longer sequences, a last partial batch):
     # not worth an XLA compile per shape.
-    predict = tf.function(lambda x: unroll(model, x, settings.recompute_chunk))
+    predict = tf.function(lambda x: unroll(model, x, settings.recompute_chunk), autograph=False)
 
     # The loop.
     writers = {name: summary_writer(chief, outdir, name) for name in ("train", "eval")}
@@ -302,7 +302,9 @@ def make_train_step(
             loss = task.loss(outputs, batch)
         return tape.gradient(loss, params), task.metrics(outputs, batch)
 
-    compiled = tf.function(loss_and_grads, jit_compile=settings.jit_compile)
+    # No AutoGraph here or below: the control flow is explicit (tf.cond), and converting
+    # every module's code would only multiply the tracing time.
+    compiled = tf.function(loss_and_grads, jit_compile=settings.jit_compile, autograph=False)
 
     def replica_step(batch):
         grads, metrics = compiled(batch)
@@ -333,7 +335,7 @@ def make_train_step(
         metrics = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, metrics)
         return metrics, finite
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(batches):
         # Every replica holds the same means and verdict; this process reads its first's.
         metrics, finite = strategy.run(replica_step, args=(next(batches),))

@@ -227,8 +227,8 @@ def train(
     batches = iter(strategy.distribute_datasets_from_function(lambda ctx: task.dataset(settings.seed, step, ctx)))
     train_step = make_train_step(model, optimizer, settings, strategy, step_counter, skipped_counter)
     # Evaluation is rare and its last batch may be partial: not worth an XLA compile per shape.
-    predict = tf.function(lambda batch, sigma: predict_terms(model, batch, sigma))
-    images = tf.function(lambda batch: image_grid(model, batch))
+    predict = tf.function(lambda batch, sigma: predict_terms(model, batch, sigma), autograph=False)
+    images = tf.function(lambda batch: image_grid(model, batch), autograph=False)
     image_batch = next(iter(task.eval_batches(settings.seed, settings.image_examples, settings.image_examples)))
 
     # The loop.
@@ -357,7 +357,9 @@ def make_train_step(
             loss = task.loss(outputs, batch)
         return tape.gradient(loss, params), task.metrics(outputs, batch)
 
-    compiled = tf.function(loss_and_grads, jit_compile=settings.jit_compile)
+    # No AutoGraph here or below: the control flow is explicit (tf.cond), and converting
+    # every module's code would only multiply the tracing time.
+    compiled = tf.function(loss_and_grads, jit_compile=settings.jit_compile, autograph=False)
 
     def replica_step(batch):
         sigma = sigma_at(settings, step_counter)
@@ -389,7 +391,7 @@ def make_train_step(
         metrics = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, metrics)
         return {**metrics, "sigma": sigma}, finite
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(batches):
         # Every replica holds the same means and verdict; this process reads its first's.
         metrics, finite = strategy.run(replica_step, args=(next(batches),))

@@ -56,7 +56,9 @@ def _assert_gradients_agree(got: list[np.ndarray], want: list[np.ndarray], mode:
     noise = 1e-5 * scale
     for i, (a, b) in enumerate(zip(want[1:], got[1:])):
         if np.size(a) and np.max(np.abs(a)) <= noise:
-            assert np.max(np.abs(b)) <= noise, f"{mode} gradient {i}: {np.max(np.abs(b))} where eager's is zero up to {noise}"
+            assert np.max(np.abs(b)) <= noise, (
+                f"{mode} gradient {i}: {np.max(np.abs(b))} where eager's is zero up to {noise}"
+            )
         else:
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=f"{mode} gradient {i}")
 
@@ -67,10 +69,11 @@ def test_eager_function_and_xla_agree(name):
     case, x = prepared.case, prepared.inputs
     start = _values(case.variables())
     results = {}
+    # Without AutoGraph (the workloads need none): it would only multiply the tracing time.
     for mode in steps.MODES:
-        outputs = steps.to_host(steps.single_device(case, "forward", mode)(x))
-        loss, grads = steps.wrap(case.loss_and_grads, mode)(x)
-        train_loss = steps.single_device(case, "train", mode)(x)
+        outputs = steps.to_host(steps.single_device(case, "forward", mode, autograph=False)(x))
+        loss, grads = steps.wrap(case.loss_and_grads, mode, autograph=False)(x)
+        train_loss = steps.single_device(case, "train", mode, autograph=False)(x)
         results[mode] = outputs, [loss.numpy(), *map(np.asarray, grads)], train_loss.numpy(), _values(case.variables())
         for variable, value in zip(case.variables(), start):
             variable.assign(value)
@@ -95,7 +98,7 @@ def test_bfloat16_runs_in_bfloat16_end_to_end(name):
     parameters = [v for v in prepared.case.variables() if v.trainable]
     assert parameters and {v.dtype for v in parameters} == {tf.bfloat16}
     for step in steps.STEPS:
-        fn = steps.single_device(prepared.case, step, "function")
+        fn = steps.single_device(prepared.case, step, "function", autograph=False)
         outputs = fn(prepared.inputs)
         assert {o.dtype for o in tf.nest.flatten(outputs) if o.dtype.is_floating} == {tf.bfloat16}
         # Less the spectral norms' power iterations (BigGAN), which core.SpectralNorm runs
