@@ -65,7 +65,7 @@ def test_the_loss_raises_the_probability_of_a_rewarded_action_type():
 
     optimizer = core.optimizers.Adam(learning_rate=0.01)
 
-    @tf.function
+    @tf.function(autograph=False)
     def update(batch):
         with tf.GradientTape() as tape:
             loss, metrics = task.loss_and_metrics(net, reference, batch)
