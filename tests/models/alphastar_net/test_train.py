@@ -8,6 +8,7 @@ of four short runs and the checks that need no run; the rest are `slow`.
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -77,8 +78,11 @@ def test_a_short_run_learns_records_its_config_resumes_bit_for_bit_and_stops_at_
     assert "ImitationTask.batch_size = 4" in recorded and "AlphaStarNet.config = @network.mini()" in recorded
     assert os.listdir(tmp_path / "straight" / "train") and os.listdir(tmp_path / "straight" / "eval")
 
-    # Stopped at step 10 and resumed: the same weights and optimizer state, bit for bit.
-    run(tmp_path / "resumed", "train.num_steps=10", "train.seed=5", NO_GAMES)
+    # Stopped after the checkpoint at step 10 and resumed: the same weights and optimizer
+    # state, bit for bit.
+    os.makedirs(tmp_path / "resumed" / "checkpoints")
+    for path in (tmp_path / "straight" / "checkpoints").glob("ckpt-10.*"):
+        shutil.copy(path, tmp_path / "resumed" / "checkpoints")
     resumed = run(tmp_path / "resumed", f"train.num_steps={STEPS}", "train.seed=5", NO_GAMES)
     assert resumed.step == STEPS and [h["step"] for h in resumed.history] == [STEPS]
     a, b = weights(tmp_path / "resumed"), weights(tmp_path / "straight")
