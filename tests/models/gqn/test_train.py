@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -102,15 +103,43 @@ def test_loss_falls_and_the_images_are_written(learned):
     gin.clear_config()
 
 
-def test_resumed_run_ends_with_the_same_weights_bit_for_bit(data_dir, tmp_path):
-    run(data_dir, tmp_path / "a", "train.num_steps=10")
-    resumed = run(data_dir, tmp_path / "a", "train.num_steps=15", "train.log_every=5")
-    straight = run(data_dir, tmp_path / "b", "train.num_steps=15", "train.log_every=5")
-    assert resumed.step == straight.step == 15
-    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
-    assert any(n.startswith("optimizer/") for n in a)  # the slots are saved too
-    assert max_difference(a, b) == 0.0
+def _copy_checkpoints(source, target, steps):
+    os.makedirs(target / "checkpoints")
+    for step in steps:
+        for path in (source / "checkpoints").glob(f"ckpt-{step}.*"):
+            shutil.copy(path, target / "checkpoints")
+
+
+def test_resumed_runs_end_with_the_same_weights_bit_for_bit_also_past_a_truncated_checkpoint(data_dir, tmp_path):
+    straight = run(data_dir, tmp_path / "straight", "train.num_steps=20")
+    expected = weights(tmp_path / "straight")
+
+    # Stopped after the checkpoint at step 10 and resumed: the same weights and
+    # optimizer state, bit for bit.
+    _copy_checkpoints(tmp_path / "straight", tmp_path / "resumed", [10])
+    resumed = run(data_dir, tmp_path / "resumed", "train.num_steps=20")
+    assert resumed.step == 20 and [h["step"] for h in resumed.history] == [20]
+    got = weights(tmp_path / "resumed")
+    assert any(n.startswith("optimizer/") for n in got)  # the slots are saved too
+    assert max_difference(got, expected) == 0.0
     assert resumed.history[-1] == straight.history[-1]
+
+    # Killed while writing step 20's checkpoint, with an empty list of checkpoints: the
+    # run goes back to step 10 and redoes 11..20.
+    _copy_checkpoints(tmp_path / "straight", tmp_path / "cut", [10, 20])
+    checkpoints = tmp_path / "cut" / "checkpoints"
+    (data,) = checkpoints.glob("ckpt-20.data-*")
+    data.write_bytes(data.read_bytes()[:100])  # a write cut short
+    (checkpoints / "checkpoint").write_text("")
+    fallen_back = run(data_dir, tmp_path / "cut", "train.num_steps=20")
+    assert fallen_back.history[0]["step"] == 20
+    assert max_difference(weights(tmp_path / "cut"), expected) == 0.0
+    assert fallen_back.history[-1] == straight.history[-1]
+    # Nothing readable at all: an error naming each checkpoint, not a fresh start.
+    for data in checkpoints.glob("ckpt-*.data-*"):
+        data.write_bytes(b"")
+    with pytest.raises(RuntimeError, match=r"no checkpoint in .*checkpoints can be read:\n  .*ckpt-20"):
+        run(data_dir, tmp_path / "cut", "train.num_steps=30")
 
 
 @pytest.mark.slow
@@ -123,24 +152,6 @@ def test_resume_is_bit_exact_under_xla_too(data_dir, tmp_path):
     xla_weights = weights(tmp_path / "a")
     assert max_difference(xla_weights, weights(tmp_path / "b")) == 0.0
     assert max_difference(xla_weights, weights(tmp_path / "function")) < 1e-4  # the same maths, rounded apart
-
-
-def test_a_truncated_or_unlisted_latest_checkpoint_falls_back_to_the_one_before(data_dir, tmp_path):
-    run(data_dir, tmp_path / "a", "train.num_steps=20")
-    checkpoints = tmp_path / "a" / "checkpoints"
-    (data,) = checkpoints.glob("ckpt-20.data-*")
-    data.write_bytes(data.read_bytes()[:100])  # a write cut short
-    (checkpoints / "checkpoint").write_text("")  # and an empty list of checkpoints
-    resumed = run(data_dir, tmp_path / "a", "train.num_steps=20")
-    straight = run(data_dir, tmp_path / "b", "train.num_steps=20")
-    assert resumed.history[0]["step"] == 20  # it went back to step 10 and redid 11..20
-    assert max_difference(weights(tmp_path / "a"), weights(tmp_path / "b")) == 0.0
-    assert resumed.history[-1] == straight.history[-1]
-    # Nothing readable at all: an error naming each checkpoint, not a fresh start.
-    for data in checkpoints.glob("ckpt-*.data-*"):
-        data.write_bytes(b"")
-    with pytest.raises(RuntimeError, match=r"no checkpoint in .*checkpoints can be read:\n  .*ckpt-20"):
-        run(data_dir, tmp_path / "a", "train.num_steps=30")
 
 
 @pytest.mark.parametrize("mode", ["stop", "skip"])
