@@ -86,21 +86,25 @@ def test_loss_halves_in_a_thousand_steps_and_resumes_bit_exact_under_xla(tmp_pat
 
 
 def test_a_truncated_or_unlisted_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
-    run(tmp_path / "a", "train.num_steps=20", NO_GENERALIZATION)
+    straight = run(tmp_path / "straight", "train.num_steps=20", NO_GENERALIZATION)
+    # The straight run's checkpoints at steps 10 and 20, as a run killed while writing
+    # step 20's leaves them: its data cut short, the list of checkpoints empty.
     checkpoints = tmp_path / "a" / "checkpoints"
+    os.makedirs(checkpoints)
+    for path in (tmp_path / "straight" / "checkpoints").glob("ckpt-*"):
+        shutil.copy(path, checkpoints)
     (data,) = checkpoints.glob("ckpt-20.data-*")
-    data.write_bytes(data.read_bytes()[:100])  # a write cut short
-    (checkpoints / "checkpoint").write_text("")  # and an empty list of checkpoints
-    resumed = run(tmp_path / "a", "train.num_steps=30", NO_GENERALIZATION)
-    straight = run(tmp_path / "b", "train.num_steps=30", NO_GENERALIZATION)
+    data.write_bytes(data.read_bytes()[:100])
+    (checkpoints / "checkpoint").write_text("")
+    resumed = run(tmp_path / "a", "train.num_steps=20", NO_GENERALIZATION)
     assert resumed.history[0]["step"] == 20  # it went back to step 10 and redid 11..20
-    assert max_difference(weights(tmp_path / "a"), weights(tmp_path / "b")) == 0.0
+    assert max_difference(weights(tmp_path / "a"), weights(tmp_path / "straight")) == 0.0
     assert resumed.history[-1] == straight.history[-1]
     # Nothing readable at all: an error naming each checkpoint, not a fresh start.
     for data in checkpoints.glob("ckpt-*.data-*"):
         data.write_bytes(b"")
-    with pytest.raises(RuntimeError, match=r"no checkpoint in .*checkpoints can be read:\n  .*ckpt-30"):
-        run(tmp_path / "a", "train.num_steps=40", NO_GENERALIZATION)
+    with pytest.raises(RuntimeError, match=r"no checkpoint in .*checkpoints can be read:\n  .*ckpt-20"):
+        run(tmp_path / "a", "train.num_steps=30", NO_GENERALIZATION)
 
 
 @pytest.mark.parametrize("mode", ["stop", "skip"])
