@@ -5,7 +5,6 @@ the reproduction on the mini game is `slow`.
 """
 
 import os
-import shutil
 
 import gin
 import numpy as np
@@ -14,6 +13,7 @@ import tensorflow as tf
 
 import core
 from models.alphastar_net import environment, imitation, network, reinforcement, train
+from tests.models.checks import copy_checkpoints
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir)
 CONFIGS = os.path.join(ROOT, "models", "alphastar_net", "configs")
@@ -96,9 +96,7 @@ def test_a_short_run_resumes_bit_for_bit(tmp_path):
 
     # Stopped after the checkpoint half way and resumed: the same weights, reference and
     # optimizer state, bit for bit.
-    os.makedirs(tmp_path / "resumed" / "checkpoints")
-    for path in (tmp_path / "straight" / "checkpoints").glob(f"ckpt-{STEPS // 2}.*"):
-        shutil.copy(path, tmp_path / "resumed" / "checkpoints")
+    copy_checkpoints(tmp_path / "straight", tmp_path / "resumed", [STEPS // 2])
     resumed = run(
         tmp_path / "resumed", f"train.num_steps={STEPS}", f"train.log_every={STEPS // 2}", half, "train.seed=3"
     )

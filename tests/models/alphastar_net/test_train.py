@@ -8,7 +8,6 @@ of four short runs and the checks that need no run; the rest are `slow`.
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 import tensorflow as tf
 
 from models.alphastar_net import train
-from tests.models.checks import max_difference
+from tests.models.checks import copy_checkpoints, max_difference
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir)
 SMOKE = os.path.join(ROOT, "models", "alphastar_net", "configs", "smoke.gin")
@@ -80,9 +79,7 @@ def test_a_short_run_learns_records_its_config_resumes_bit_for_bit_and_stops_at_
 
     # Stopped after the checkpoint at step 10 and resumed: the same weights and optimizer
     # state, bit for bit.
-    os.makedirs(tmp_path / "resumed" / "checkpoints")
-    for path in (tmp_path / "straight" / "checkpoints").glob("ckpt-10.*"):
-        shutil.copy(path, tmp_path / "resumed" / "checkpoints")
+    copy_checkpoints(tmp_path / "straight", tmp_path / "resumed", [10])
     resumed = run(tmp_path / "resumed", f"train.num_steps={STEPS}", "train.seed=5", NO_GAMES)
     assert resumed.step == STEPS and [h["step"] for h in resumed.history] == [STEPS]
     a, b = weights(tmp_path / "resumed"), weights(tmp_path / "straight")

@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from models.dnc import train
-from tests.models.checks import max_difference
+from tests.models.checks import copy_checkpoints, max_difference
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir)
 SMOKE = os.path.join(ROOT, "models", "dnc", "configs", "smoke.gin")
@@ -74,9 +73,7 @@ def test_loss_halves_in_a_thousand_steps_and_resumes_bit_exact_under_xla(tmp_pat
 
     # Stopped after the checkpoint at step 500 and resumed: the same weights and
     # optimizer state, bit for bit.
-    os.makedirs(tmp_path / "resumed" / "checkpoints")
-    for path in (tmp_path / "straight" / "checkpoints").glob("ckpt-500.*"):
-        shutil.copy(path, tmp_path / "resumed" / "checkpoints")
+    copy_checkpoints(tmp_path / "straight", tmp_path / "resumed", [500])
     resumed = run(tmp_path / "resumed", "train.num_steps=1000", NO_GENERALIZATION, *xla)
     assert resumed.step == 1000 and [h["step"] for h in resumed.history] == [600, 700, 800, 900, 1000]
     a, b = weights(tmp_path / "resumed"), weights(tmp_path / "straight")
@@ -89,10 +86,8 @@ def test_a_truncated_or_unlisted_latest_checkpoint_falls_back_to_the_one_before(
     straight = run(tmp_path / "straight", "train.num_steps=20", NO_GENERALIZATION)
     # The straight run's checkpoints at steps 10 and 20, as a run killed while writing
     # step 20's leaves them: its data cut short, the list of checkpoints empty.
+    copy_checkpoints(tmp_path / "straight", tmp_path / "a", [10, 20])
     checkpoints = tmp_path / "a" / "checkpoints"
-    os.makedirs(checkpoints)
-    for path in (tmp_path / "straight" / "checkpoints").glob("ckpt-*"):
-        shutil.copy(path, checkpoints)
     (data,) = checkpoints.glob("ckpt-20.data-*")
     data.write_bytes(data.read_bytes()[:100])
     (checkpoints / "checkpoint").write_text("")

@@ -2,7 +2,6 @@
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from models.gqn import train
-from tests.models.checks import max_difference
+from tests.models.checks import copy_checkpoints, max_difference
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir)
 SMOKE = os.path.join(ROOT, "models", "gqn", "configs", "smoke.gin")
@@ -103,20 +102,13 @@ def test_loss_falls_and_the_images_are_written(learned):
     gin.clear_config()
 
 
-def _copy_checkpoints(source, target, steps):
-    os.makedirs(target / "checkpoints")
-    for step in steps:
-        for path in (source / "checkpoints").glob(f"ckpt-{step}.*"):
-            shutil.copy(path, target / "checkpoints")
-
-
 def test_resumed_runs_end_with_the_same_weights_bit_for_bit_also_past_a_truncated_checkpoint(data_dir, tmp_path):
     straight = run(data_dir, tmp_path / "straight", "train.num_steps=20")
     expected = weights(tmp_path / "straight")
 
     # Stopped after the checkpoint at step 10 and resumed: the same weights and
     # optimizer state, bit for bit.
-    _copy_checkpoints(tmp_path / "straight", tmp_path / "resumed", [10])
+    copy_checkpoints(tmp_path / "straight", tmp_path / "resumed", [10])
     resumed = run(data_dir, tmp_path / "resumed", "train.num_steps=20")
     assert resumed.step == 20 and [h["step"] for h in resumed.history] == [20]
     got = weights(tmp_path / "resumed")
@@ -126,7 +118,7 @@ def test_resumed_runs_end_with_the_same_weights_bit_for_bit_also_past_a_truncate
 
     # Killed while writing step 20's checkpoint, with an empty list of checkpoints: the
     # run goes back to step 10 and redoes 11..20.
-    _copy_checkpoints(tmp_path / "straight", tmp_path / "cut", [10, 20])
+    copy_checkpoints(tmp_path / "straight", tmp_path / "cut", [10, 20])
     checkpoints = tmp_path / "cut" / "checkpoints"
     (data,) = checkpoints.glob("ckpt-20.data-*")
     data.write_bytes(data.read_bytes()[:100])  # a write cut short
