@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.eager import context
 
 from core import initializers, utils
 from core.module import Module, once
@@ -113,7 +112,9 @@ def has_kernels(
 def _scope_device_type() -> str | None:
     """The device type of the innermost `tf.device` scope, or None where there is none."""
     if tf.executing_eagerly():
-        name = context.context().device_name
+        # Exported for Keras and pinned by TensorFlow's API goldens; the public alternative,
+        # placing an op and reading its device, cannot tell "no scope" from the default.
+        name = tf.__internal__.eager_context.get_device_name()
     else:
         name = tf.no_op().device  # a graph op takes the scope's device; unused, it is pruned
     return tf.DeviceSpec.from_string(name).device_type if name else None
