@@ -187,7 +187,8 @@ def test_a_mixed_machine_asks_the_device_scope(monkeypatch):
 
 def test_the_probe_finds_what_this_cpu_has(monkeypatch):
     """oneDNN's CPU kernels take channels first, and run dilated transposed convolutions, in
-    float32 only; TensorFlow's own do neither (TensorFlow 2.21, x86-64)."""
+    float32 (bfloat16 too on CPUs with bfloat16 instructions); TensorFlow's own do neither
+    (TensorFlow 2.21, x86-64)."""
     import platform
 
     from tensorflow.python.util import _pywrap_util_port
@@ -208,16 +209,32 @@ def test_the_probe_finds_what_this_cpu_has(monkeypatch):
     assert conv._KERNELS == {("CPU", (2, tf.float32, "NCHW", False)): onednn}  # asked once, kept
     assert conv.has_kernels("CPU", 3, tf.float32, "NCDHW") == onednn
     assert not conv.has_kernels("CPU", 2, tf.float64, "NCHW")
-    assert not conv.has_kernels("CPU", 2, tf.bfloat16, "NCHW")
+    # oneDNN's bfloat16 kernels depend on the CPU (present with AVX512-BF16 or AMX, absent on
+    # many others): the answer must be what the public ops do here, and False without oneDNN.
+    assert conv.has_kernels("CPU", 2, tf.bfloat16, "NCHW") == (onednn and _bfloat16_channels_first_runs())
     assert conv.has_kernels("CPU", 2, tf.float32, "NHWC", dilated_transpose=True) == onednn
     assert conv.has_kernels("CPU", 1, tf.float32, "NCW", dilated_transpose=True) == onednn
     assert not conv.has_kernels("CPU", 2, tf.float64, "NHWC", dilated_transpose=True)
     assert conv.has_kernels("CPU", 3, tf.float64, "NDHWC")
 
 
+def _bfloat16_channels_first_runs() -> bool:
+    """Whether a bfloat16 NCHW convolution and its gradients run on this CPU, through public ops."""
+    x, w = tf.ones([1, 2, 4, 4], tf.bfloat16), tf.Variable(tf.ones([2, 2, 2, 3], tf.bfloat16))
+    try:
+        with tf.device("/CPU:0"), tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.nn.conv2d(x, w, strides=1, padding="SAME", data_format="NCHW")
+        [g.numpy() for g in tape.gradient(y, [x, w])]
+    except (tf.errors.OpError, ValueError):
+        return False
+    return True
+
+
 @pytest.mark.parametrize("dtype", [tf.float64, tf.bfloat16])
 def test_channels_first_in_other_dtypes(dtype, rng):
-    """float64 and bfloat16 have no channels-first CPU kernel even with oneDNN: the transposes' path."""
+    """float64 has no channels-first CPU kernel even with oneDNN, nor has bfloat16 on CPUs without
+    bfloat16 instructions: the transposes' path; either path equals the channels-last module."""
     x = rng.normal(size=(1, 2, 5, 4)).astype(np.float32)
     first, last = core.Conv2D(3, 3, data_format="NCHW"), core.Conv2D(3, 3)
     xf, xl = tf.cast(x, dtype), tf.cast(_to_last(x), dtype)
