@@ -50,6 +50,11 @@ def _assert_gradients_agree(got: list[np.ndarray], want: list[np.ndarray], mode:
     rounding noise of about float32's epsilon times the gradients flowing past it, and
     that noise differs between kernels. Where eager's gradient is within that noise of
     zero everywhere, the other mode's must be too, rather than equal to the noise.
+
+    Likewise a small element of a large gradient carries the rounding of the large terms
+    summed into it: XLA's fused kernels differ from eager's by up to about 2e-6 times the
+    largest element of the same gradient (BigGAN at smoke size, 37 gradients), so the
+    absolute tolerance is 1e-5 times that largest element (at least 1e-5).
     """
     np.testing.assert_allclose(got[0], want[0], rtol=1e-4, err_msg=f"{mode} loss")
     scale = max(float(np.max(np.abs(g))) for g in want[1:] if np.size(g))
@@ -60,7 +65,8 @@ def _assert_gradients_agree(got: list[np.ndarray], want: list[np.ndarray], mode:
                 f"{mode} gradient {i}: {np.max(np.abs(b))} where eager's is zero up to {noise}"
             )
         else:
-            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=f"{mode} gradient {i}")
+            atol = 1e-5 * max(1.0, float(np.max(np.abs(a)))) if np.size(a) else 1e-5
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=atol, err_msg=f"{mode} gradient {i}")
 
 
 @pytest.mark.parametrize("name", NAMES)
