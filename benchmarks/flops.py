@@ -5,7 +5,9 @@ floating-point operations of every op in a graph that has a registered FLOP stat
 matrix products and convolutions (2 per multiply-add) and their gradients, and the
 common elementwise ops. It does not look inside the bodies of loops, conditionals or
 nested function calls: a graph holding such an op gets `complete=False`, and its work
-must be counted analytically (`registry.Flops`).
+must be counted analytically (`registry.Flops`), unless the bodies it runs do no
+floating-point work at all (an input check's `tf.cond` whose branches compare integer
+ids and assert, as `core.Embed`'s).
 """
 
 import dataclasses
@@ -23,9 +25,46 @@ class GraphCount:
     complete: bool
 
 
+def _called(node_def) -> list[str]:
+    """Names of the functions `node_def` runs (a While loop's body, an If branch, a function call)."""
+    names = []
+    for attr in node_def.attr.values():
+        if attr.HasField("func"):
+            names.append(attr.func.name)
+        names.extend(f.name for f in attr.list.func)
+    return names
+
+
 def _calls_functions(op: tf.Operation) -> bool:
     """Whether `op` runs other graphs (a While loop's body, an If branch, a function call)."""
-    return any(attr.HasField("func") or len(attr.list.func) > 0 for attr in op.node_def.attr.values())
+    return bool(_called(op.node_def))
+
+
+# Ops that move, select or check data without arithmetic on it. Anything else in a
+# called body with a floating-point type attribute is work the profiler cannot count.
+_NO_ARITHMETIC = {
+    "Assert", "Const", "GatherNd", "GatherV2", "Identity", "IdentityN", "If", "LogicalAnd",
+    "LogicalNot", "LogicalOr", "NoOp", "Reshape", "Shape", "Size", "StatelessIf", "StopGradient",
+    "StridedSlice", "Where",
+}  # fmt: skip
+_FLOAT_TYPES = {d.as_datatype_enum for d in (tf.float16, tf.bfloat16, tf.float32, tf.float64)}
+
+
+def _does_float_work(name: str, library: dict, seen: set[str]) -> bool:
+    """Whether the function `name` of `library` (or a function it calls) computes on floats."""
+    if name in seen:
+        return False
+    seen.add(name)
+    for node in library[name].node_def:
+        if any(_does_float_work(f, library, seen) for f in _called(node)):
+            return True
+        if node.op in _NO_ARITHMETIC:
+            continue
+        types = [a.type for a in node.attr.values() if a.HasField("type")]
+        types += [t for a in node.attr.values() for t in a.list.type]
+        if any(t in _FLOAT_TYPES for t in types) or not types:
+            return True  # an op without a type attribute: assume it computes
+    return False
 
 
 _BATCH_MATMULS = ("BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")
@@ -95,7 +134,9 @@ def count_graph(graph: tf.Graph) -> GraphCount:
     for op in graph.get_operations():
         if live is None or op.name in live:
             total += per_op.get(op.name, 0) + _batch_matmul_correction(op)
-    complete = not any(_calls_functions(op) for op in graph.get_operations())
+    calls = [f for op in graph.get_operations() if live is None or op.name in live for f in _called(op.node_def)]
+    library = {f.signature.name: f for f in graph.as_graph_def().library.function} if calls else {}
+    complete = not any(_does_float_work(f, library, set()) for f in calls)
     return GraphCount(int(total), complete)
 
 

@@ -75,6 +75,31 @@ def test_a_loop_is_flagged_as_hiding_its_flops():
     assert not flops.count_graph(_lstm_unroll(core.dynamic_unroll)).complete
 
 
+def test_a_branch_that_only_checks_integer_ids_keeps_the_count_complete():
+    embed = core.Embed(10, 16)
+    w = tf.random.normal([16, 8])
+
+    @tf.function
+    def lookup(ids):
+        return tf.matmul(embed(ids), w)  # Embed checks the ids in a tf.cond that asserts
+
+    graph = lookup.get_concrete_function(tf.constant([1, 2, 3])).graph
+    assert any(flops._calls_functions(op) for op in graph.get_operations())
+    count = flops.count_graph(graph)
+    assert count.complete
+    # The product, and the check's two comparisons of the ids' bounds outside the branch.
+    assert 2 * 3 * 16 * 8 <= count.flops <= 2 * 3 * 16 * 8 + 2
+
+
+def test_a_branch_that_computes_on_floats_makes_the_count_incomplete():
+    @tf.function
+    def either(x, flag):
+        return tf.cond(flag, lambda: tf.matmul(x, x), lambda: x * 2.0)
+
+    graph = either.get_concrete_function(tf.ones([4, 4]), tf.constant(True)).graph
+    assert not flops.count_graph(graph).complete
+
+
 def test_the_attention_train_step_count_is_close_to_its_analytic_count():
     workload = registry.select(["attention"])[0]
     size = {"batch": 4, "entities": 32, "features": 64, "heads": 2, "key_size": 32}
