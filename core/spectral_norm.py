@@ -90,6 +90,19 @@ class SpectralNorm(Module):
     def __call__(self, weight: tf.Tensor, is_training: bool | tf.Tensor) -> tf.Tensor:
         """Returns `weight / sigma`; in training, first advances the power iteration.
 
+        Arguments, errors and state changes as `estimate`'s; the result has `weight`'s
+        shape and dtype.
+        """
+        return weight / self.estimate(weight, is_training)
+
+    def estimate(self, weight: tf.Tensor, is_training: bool | tf.Tensor) -> tf.Tensor:
+        """Returns sigma, the divisor `__call__` applies (floored at `eps`), differentiable in `weight`.
+
+        A layer linear in its weight can scale its output instead of its weight:
+        `x @ (w / sigma)` equals `(x @ w) / sigma`, and the second never forms `w / sigma`
+        or its gradient, two passes over the whole weight per call, which for a large
+        kernel on a small batch cost more than the product itself.
+
         Args:
           weight: a float tensor of rank >= 2, of the first call's shape and dtype.
           is_training: when true, `n_steps` power-iteration steps run from the stored
@@ -98,7 +111,7 @@ class SpectralNorm(Module):
             values back). A Python bool or a boolean scalar tensor.
 
         Returns:
-          The normalised weight, of `weight`'s shape and dtype.
+          A scalar of `weight`'s dtype.
 
         Raises:
           ValueError: on a shape other than the first call's.
@@ -122,7 +135,7 @@ class SpectralNorm(Module):
         sigma = tf.maximum(sigma, self.eps)
         if self._work_dtype is not self._dtype:
             sigma = tf.cast(sigma, self._dtype)
-        return weight / sigma
+        return sigma
 
     def _sigma(self, w: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
         """`v^T W u` with `v = normalize(W u)`; differentiable in `w` only."""

@@ -2,7 +2,10 @@
 
 Each holds its weight as a plain variable and a `core.SpectralNorm`, and uses
 `weight / sigma` (sigma: the power-iteration estimate of the weight's largest singular
-value; Miyato et al., 2018) wherever it would use the weight. A training call
+value; Miyato et al., 2018) wherever it would use the weight. Being linear in the
+weight, each computes that as its plain output divided by sigma, which never forms the
+normalised weight or its gradient (for BigGAN's large kernels at small batches, passes
+over the weights cost more than the products). A training call
 (`is_training=True`) advances the power iteration by one step and stores it; an
 inference call reuses the stored vector and changes nothing, as in BigGAN (Brock et al.,
 2019) and its reference code.
@@ -37,6 +40,10 @@ class _SpectralLayer(core.Module):
     def normalized_weight(self, is_training: bool | tf.Tensor) -> tf.Tensor:
         """`w / sigma`; a training call advances the power iteration first."""
         return self.spectral_norm(self.w, is_training)
+
+    def sigma(self, is_training: bool | tf.Tensor) -> tf.Tensor:
+        """sigma of `w` (`core.SpectralNorm.estimate`); a training call advances the power iteration first."""
+        return self.spectral_norm.estimate(self.w, is_training)
 
     def power_iteration(self) -> None:
         """One power-iteration step on `w`, stored (the weight itself is unused, and pruned in graphs)."""
@@ -84,7 +91,7 @@ class SNLinear(_SpectralLayer):
             core.utils.check_dtype(self, inputs, self.w.dtype)
             core.utils.check_rank(self, inputs, 2, layout="[batch, input_size]")
             core.utils.check_size(self, inputs, -1, self.input_size, meaning="input size")
-        outputs = tf.matmul(inputs, self.normalized_weight(is_training))
+        outputs = tf.matmul(inputs, self.w) / self.sigma(is_training)
         return outputs + self.b if self.with_bias else outputs
 
 
@@ -135,7 +142,7 @@ class SNConv2D(_SpectralLayer):
             core.utils.check_dtype(self, inputs, self.w.dtype)
             core.utils.check_rank(self, inputs, 4, layout="[batch, height, width, channels]")
             core.utils.check_size(self, inputs, -1, self.input_channels, meaning="channel count")
-        outputs = tf.nn.conv2d(inputs, self.normalized_weight(is_training), strides=1, padding="SAME")
+        outputs = tf.nn.conv2d(inputs, self.w, strides=1, padding="SAME") / self.sigma(is_training)
         return tf.nn.bias_add(outputs, self.b) if self.with_bias else outputs
 
 
@@ -172,7 +179,7 @@ class SNEmbed(_SpectralLayer):
     def __call__(self, ids: tf.Tensor, is_training: bool | tf.Tensor) -> tf.Tensor:
         """The rows of `ids` (integers in [0, vocab_size)): [..., embed_dim]."""
         self._initialize()
-        return tf.gather(self.normalized_weight(is_training), ids)
+        return tf.gather(self.w, ids) / self.sigma(is_training)
 
     def power_iteration(self) -> None:
         self._initialize()

@@ -34,6 +34,29 @@ def test_converges_to_largest_singular_value(rng):
     assert spectrum(out.numpy())[0] == pytest.approx(1.0, rel=1e-5)
 
 
+@pytest.mark.parametrize("is_training", [True, False])
+def test_estimate_is_the_divisor_and_moves_the_state_as_a_call_does(is_training, rng):
+    w = tf.constant(with_singular_values(rng, 12, [3.0, 1.0, 0.5]))
+    by_call, by_estimate = core.SpectralNorm(), core.SpectralNorm()
+    by_call(w, True), by_estimate(w, True)  # builds both
+    by_estimate.u.assign(by_call.u)
+    by_estimate.sigma.assign(by_call.sigma)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(w)
+        normalized = by_call(w, is_training)
+        sigma = by_estimate.estimate(w, is_training)
+        divided = w / sigma
+    assert sigma.shape == [] and sigma.dtype == w.dtype
+    np.testing.assert_array_equal(divided.numpy(), normalized.numpy())
+    np.testing.assert_array_equal(by_estimate.u.numpy(), by_call.u.numpy())
+    np.testing.assert_array_equal(by_estimate.sigma.numpy(), by_call.sigma.numpy())
+    probe = tf.constant(rng.normal(size=w.shape).astype(np.float32))
+    np.testing.assert_array_equal(
+        tape.gradient(divided, w, output_gradients=probe).numpy(),
+        tape.gradient(normalized, w, output_gradients=probe).numpy(),
+    )
+
+
 def test_conv_kernel_with_n_steps(rng):
     # A random rank-4 kernel seen as an [18, 4] matrix. Enough steps in one call for the
     # (s2/s1)^(2 n) bound on sigma's relative error to be below 1e-7.

@@ -64,6 +64,34 @@ def test_spectral_norm_keeps_the_largest_singular_value_near_one():
     assert raw > 10  # the raw weight is far from normalised
 
 
+@pytest.mark.parametrize("kind", ["linear", "conv", "embed"])
+def test_a_layer_scaling_its_output_equals_one_using_the_normalised_weight(kind):
+    """The layers divide their output by sigma; in value and gradient that is the layer with `w / sigma`."""
+    tf.random.set_seed(2)
+    if kind == "linear":
+        layer, x = layers.SNLinear(5), tf.random.normal([3, 7])
+        reference = lambda w: tf.matmul(x, w) + layer.b  # noqa: E731
+    elif kind == "conv":
+        layer, x = layers.SNConv2D(5, 3), tf.random.normal([2, 4, 4, 6])
+        reference = lambda w: tf.nn.bias_add(tf.nn.conv2d(x, w, 1, "SAME"), layer.b)  # noqa: E731
+    else:
+        layer, x = layers.SNEmbed(6, 5), tf.constant([0, 3, 3, 5])
+        reference = lambda w: tf.gather(w, x)  # noqa: E731
+    layer(x, is_training=True)
+    probe = tf.random.normal(layer(x, False).shape)
+    for is_training in (True, False):
+        u = layer.spectral_norm.u.numpy()
+        with tf.GradientTape() as tape:
+            got = layer(x, is_training)
+        got_grad = tape.gradient(got, layer.w, output_gradients=probe)
+        layer.spectral_norm.u.assign(u)
+        with tf.GradientTape() as tape:
+            want = reference(layer.normalized_weight(is_training))
+        want_grad = tape.gradient(want, layer.w, output_gradients=probe)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(tf.convert_to_tensor(got_grad).numpy(), want_grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_power_iteration_then_inference_equals_a_training_call():
     tf.random.set_seed(1)
     g = biggan.Generator(**G_SMALL)
