@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import tensorflow as tf
-from tensorflow.python.eager import record  # no public way to ask whether a tape records
 
 from core import conv, initializers, utils
 from core.module import Module, once
@@ -1075,6 +1074,12 @@ def _fast_recurrence(core, projected, initial_state, done, parallel_iterations, 
     The values are those of autodiff through the loop, up to the order of float sums; the
     gradients themselves refuse to be differentiated (`_first_order`). `done` is None or
     [T, B], the steps at which each sequence has finished.
+
+    A forward pass without a gradient runs this loop too (whether a tape records cannot
+    be asked through TensorFlow's public API). Against a loop of the recurrence alone,
+    forward only, LSTM(256), batch 16, 50 steps, one thread: the same time for the LSTM
+    (tf.function 0.99x, XLA 1.00x), 1.12x (tf.function) and 0.99x (XLA) with layer
+    norm, and 0.80x / 0.74x for the GRU (`python -m benchmarks.unroll_paths`).
     """
     num_steps = projected.shape[0] or tf.shape(projected)[0]
     masked = done is not None
@@ -1257,11 +1262,11 @@ def dynamic_unroll(
     if tf.executing_eagerly():
         return _python_unroll(core, input_sequence, initial_state, lengths, num_steps)
     if _projects(core, input_sequence):
+        # With or without a tape: what it records for its gradient costs a forward pass
+        # little or nothing (see `_fast_recurrence`).
         projected = _project_sequence(core, input_sequence, initial_state)
-        if record.could_possibly_record():  # a tape is recording: the gradient written out
-            done = _finished(lengths, num_steps or tf.shape(input_sequence)[0])
-            return _fast_recurrence(core, projected, initial_state, done, parallel_iterations, swap_memory)
-        core, input_sequence = core._recur, projected  # inference: the recurrence alone, in a plain loop
+        done = _finished(lengths, num_steps or tf.shape(input_sequence)[0])
+        return _fast_recurrence(core, projected, initial_state, done, parallel_iterations, swap_memory)
     return _while_unroll(core, input_sequence, initial_state, lengths, num_steps, parallel_iterations, swap_memory)
 
 
