@@ -42,7 +42,7 @@ def _plain(cell, x):
     """The recurrence alone on the projected inputs, in one `tf.while_loop`."""
     state = cell.initial_state(x.shape[1])
     projected = recurrent._project_sequence(cell, x, state)
-    return recurrent._while_unroll(cell._recur, projected, state, None, x.shape[0], 32, False)[0]
+    return recurrent._while_unroll(cell._recur, projected, state, None, x.shape[0], 1, False)[0]  # as dynamic_unroll
 
 
 def _seconds(fn, x, number: int) -> float:

@@ -1077,9 +1077,9 @@ def _fast_recurrence(core, projected, initial_state, done, parallel_iterations, 
 
     A forward pass without a gradient runs this loop too (whether a tape records cannot
     be asked through TensorFlow's public API). Against a loop of the recurrence alone,
-    forward only, LSTM(256), batch 16, 50 steps, one thread: the same time for the LSTM
-    (tf.function 0.99x, XLA 1.00x), 1.12x (tf.function) and 0.99x (XLA) with layer
-    norm, and 0.80x / 0.74x for the GRU (`python -m benchmarks.unroll_paths`).
+    forward only, batch 16, 50 steps, 256 units, one thread (`python -m
+    benchmarks.unroll_paths`), its time is 0.99x (tf.function) and 0.99x (XLA) for the
+    LSTM, 1.12x and 1.00x with layer norm, 0.79x and 0.75x for the GRU.
     """
     num_steps = projected.shape[0] or tf.shape(projected)[0]
     masked = done is not None
