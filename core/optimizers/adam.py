@@ -30,6 +30,52 @@ def adam_step(
     return learning_rate * (m / c1) / (tf.sqrt(v / c2) + epsilon), m, v
 
 
+def _fusable(dtype: tf.DType, *variables: tf.Variable) -> bool:
+    """Whether TensorFlow's fused Adam kernel can update `variables` in place: plain
+    (not distributed) resource variables of the compute dtype."""
+    return all(
+        v.dtype == dtype and hasattr(v, "handle") and not isinstance(v, tf.distribute.DistributedValues)
+        for v in variables
+    )
+
+
+def _fused_adam_step(
+    update: tf.Tensor,
+    parameter: tf.Variable,
+    m: tf.Variable,
+    v: tf.Variable,
+    learning_rate: tf.Tensor,
+    beta1: tf.Tensor,
+    one_minus_beta1: tf.Tensor,
+    beta2: tf.Tensor,
+    one_minus_beta2: tf.Tensor,
+    epsilon: tf.Tensor,
+    c1: tf.Tensor,
+    c2: tf.Tensor,
+) -> None:
+    """`adam_step` and its assignments in one kernel (`ResourceApplyAdam`): one pass over
+    the parameter and its moments instead of a dozen, the same step up to rounding.
+
+    The kernel takes `lr * sqrt(c2) / c1 * m' / (sqrt(v') + epsilon')`, with epsilon
+    added to the uncorrected root; passing `epsilon' = epsilon * sqrt(c2)` makes that
+    `lr * (m' / c1) / (sqrt(v' / c2) + epsilon)`, the paper's step, exactly in exact
+    arithmetic.
+    """
+    del one_minus_beta1, one_minus_beta2  # the kernel forms them
+    tf.raw_ops.ResourceApplyAdam(
+        var=parameter.handle,
+        m=m.handle,
+        v=v.handle,
+        beta1_power=1.0 - c1,
+        beta2_power=1.0 - c2,
+        lr=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        epsilon=epsilon * tf.sqrt(c2),
+        grad=update,
+    )
+
+
 class Adam(base.Optimizer):
     """Adam: steps scaled by running estimates of the update's first and second moments.
 
@@ -83,6 +129,9 @@ class Adam(base.Optimizer):
     def _dense(self, update: tf.Tensor, parameter: tf.Variable, slots: tuple, c: tuple) -> None:
         m, v = slots
         dtype = c[0].dtype  # float32 for half-precision parameters
+        if _fusable(dtype, parameter, m, v):
+            _fused_adam_step(update, parameter, m, v, *c)
+            return
         step, new_m, new_v = adam_step(base.cast(update, dtype), base.cast(m, dtype), base.cast(v, dtype), *c)
         parameter.assign_sub(base.cast(step, parameter.dtype), read_value=False)
         m.assign(base.cast(new_m, m.dtype), read_value=False)

@@ -627,3 +627,28 @@ def test_dtype_mismatch_is_caught_as_sonnet_users_catch_it():
             opt.apply([tf.ones([2], tf.float64)], [w])
     with pytest.raises(core.optimizers.DTypeMismatchError):
         core.optimizers.SGD(0.1).apply([tf.ones([2], tf.float64)], [w])
+
+
+def test_the_fused_adam_step_is_the_papers_step_even_where_epsilon_dominates(rng):
+    """A plain float32 variable takes TensorFlow's fused Adam kernel, whose epsilon is
+    added before the bias correction; ours rescales it, so the step is Algorithm 1's.
+    Against NumPy in float64, with gradients from 1e-10 (where epsilon dominates the
+    denominator) to 10."""
+    from core.optimizers import adam
+
+    start = rng.normal(size=[6]).astype(np.float32)
+    parameter = tf.Variable(start)
+    optimizer = core.optimizers.Adam(0.1)
+    optimizer.apply([tf.zeros([6])], [parameter])  # builds the slots
+    parameter.assign(start)
+    assert adam._fusable(tf.float32, parameter, optimizer.m[0], optimizer.v[0])
+    p, m, v = start.astype(np.float64), np.zeros(6), np.zeros(6)
+    # The zero update above was step 1: the moments stay zero, and the step too.
+    scales = np.array([1e-10, 1e-8, 1e-6, 1e-3, 1.0, 10.0])
+    for t in range(2, 7):
+        g = (rng.normal(size=[6]) * scales).astype(np.float32)
+        optimizer.apply([tf.constant(g)], [parameter])
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g.astype(np.float64) ** 2
+        p -= 0.1 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    np.testing.assert_allclose(parameter.numpy(), p, rtol=1e-6, atol=1e-6)
