@@ -18,6 +18,7 @@ Prints, per mode, a Markdown table of the groups' shares and the most expensive 
 import argparse
 import collections
 import glob
+import json
 import os
 import re
 import shutil
@@ -112,10 +113,20 @@ def classify(op_type: str, op_name: str, groups: tuple[str, ...]) -> tuple[str, 
     return "other", direction
 
 
-def profile(workload: str, preset: str, mode: str, groups: tuple[str, ...], warmup: int = 2) -> dict:
-    """One train step's ops in `mode`: {"wall_s", "total_s", "groups": {(group, dir): s}, "ops": [...]}."""
+def profile(
+    workload: str, preset: str, mode: str, groups: tuple[str, ...], warmup: int = 2, config: dict | None = None
+) -> dict:
+    """One train step's ops in `mode`: {"wall_s", "total_s", "groups": {(group, dir): s}, "ops": [...]}.
+
+    `config` overrides entries of the preset's size (as `side_by_side.py --config`).
+    """
     w = registry.select([workload])[0]
-    prepared = measure.prepare(w.build, w.size(preset), measure.Settings(preset=preset))
+    size = dict(w.size(preset))
+    unknown = set(config or {}) - set(size)
+    if unknown:
+        raise ValueError(f"--config: {workload} has no size entries {sorted(unknown)}; it has {sorted(size)}")
+    size.update(config or {})
+    prepared = measure.prepare(w.build, size, measure.Settings(preset=preset))
     step = steps_lib.single_device(prepared.case, "train", mode)
     for _ in range(warmup):
         steps_lib.to_host(step(prepared.inputs))
@@ -178,13 +189,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--modes", default="function,xla", help="comma-separated: function, xla")
     p.add_argument("--groups", default=",".join(DNC_GROUPS), help="name-scope parts to group ops by")
     p.add_argument("--top", type=int, default=12, help="how many single ops to list")
+    p.add_argument("--config", type=json.loads, default=None, help="JSON overriding size entries: '{\"ch\": 64}'")
     args = p.parse_args(argv)
     groups = tuple(g for g in args.groups.split(",") if g)
     for mode in [m for m in args.modes.split(",") if m]:
         if mode not in ("function", "xla"):
             p.error(f"--modes takes function and xla, got {mode!r}")
         print(f"## {args.workload} ({args.preset}), train step, {mode}\n")
-        print(table(profile(args.workload, args.preset, mode, groups), args.top) + "\n", flush=True)
+        result = profile(args.workload, args.preset, mode, groups, config=args.config)
+        print(table(result, args.top) + "\n", flush=True)
 
 
 if __name__ == "__main__":
