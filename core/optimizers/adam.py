@@ -82,7 +82,9 @@ class Adam(base.Optimizer):
     Slots `m` and `v` hold the moment estimates, zero-initialised; the step counter `step`
     (int64, named "t") counts the calls to `apply` for the bias correction. A sparse update
     first sums rows with the same index, then updates only those rows of the parameter and
-    of `m` and `v` (the other rows' moments do not decay), with the shared step count.
+    of `m` and `v` (the other rows' moments do not decay), with the shared step count. A
+    dense update of a plain variable (not a distributed one, not half precision) runs as
+    TensorFlow's fused Adam kernel, the same step up to rounding (see `_fused_adam_step`).
 
     Args:
       learning_rate: the step size (alpha in the paper); a number, a `tf.Variable` or a
