@@ -39,29 +39,16 @@ def _fusable(dtype: tf.DType, *variables: tf.Variable) -> bool:
     )
 
 
-def _fused_adam_step(
-    update: tf.Tensor,
-    parameter: tf.Variable,
-    m: tf.Variable,
-    v: tf.Variable,
-    learning_rate: tf.Tensor,
-    beta1: tf.Tensor,
-    one_minus_beta1: tf.Tensor,
-    beta2: tf.Tensor,
-    one_minus_beta2: tf.Tensor,
-    epsilon: tf.Tensor,
-    c1: tf.Tensor,
-    c2: tf.Tensor,
-) -> None:
-    """`adam_step` and its assignments in one kernel (`ResourceApplyAdam`): one pass over
-    the parameter and its moments instead of a dozen, the same step up to rounding.
+def _fused_adam_step(update: tf.Tensor, parameter: tf.Variable, m: tf.Variable, v: tf.Variable, c: tuple) -> None:
+    """`adam_step` and its assignments as one kernel (`ResourceApplyAdam`) instead of a
+    dozen ops, each a pass over the parameter's size; `c` as `Adam._coefficients` gives.
 
     The kernel takes `lr * sqrt(c2) / c1 * m' / (sqrt(v') + epsilon')`, with epsilon
     added to the uncorrected root; passing `epsilon' = epsilon * sqrt(c2)` makes that
-    `lr * (m' / c1) / (sqrt(v' / c2) + epsilon)`, the paper's step, exactly in exact
-    arithmetic.
+    `lr * (m' / c1) / (sqrt(v' / c2) + epsilon)`, the paper's step (equal in exact
+    arithmetic, the same up to rounding in floats).
     """
-    del one_minus_beta1, one_minus_beta2  # the kernel forms them
+    learning_rate, beta1, _, beta2, _, epsilon, c1, c2 = c  # the kernel forms 1 - beta itself
     tf.raw_ops.ResourceApplyAdam(
         var=parameter.handle,
         m=m.handle,
@@ -132,7 +119,7 @@ class Adam(base.Optimizer):
         m, v = slots
         dtype = c[0].dtype  # float32 for half-precision parameters
         if _fusable(dtype, parameter, m, v):
-            _fused_adam_step(update, parameter, m, v, *c)
+            _fused_adam_step(update, parameter, m, v, c)
             return
         step, new_m, new_v = adam_step(base.cast(update, dtype), base.cast(m, dtype), base.cast(v, dtype), *c)
         parameter.assign_sub(base.cast(step, parameter.dtype), read_value=False)
