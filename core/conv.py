@@ -383,6 +383,12 @@ class _ConvND(Module):
 
     def _convolve(self, inputs: tf.Tensor, data_format: str) -> tf.Tensor:
         """The convolution and bias of padded `inputs` laid out as `data_format`."""
+        empty = inputs.shape[0] == 0
+        if empty:
+            # TensorFlow 2.21's oneDNN convolutions (the default on many x86 CPUs) return
+            # their input unchanged for an empty batch: convolve one example of zeros for
+            # the output's shape, and keep none of it.
+            inputs = tf.zeros(tf.concat([[1], tf.shape(inputs)[1:]], 0), inputs.dtype)
         outputs = tf.nn.convolution(
             inputs,
             self.w,
@@ -391,6 +397,8 @@ class _ConvND(Module):
             dilations=self.rate,
             data_format=data_format,
         )
+        if empty:
+            outputs = outputs[:0]
         if self.with_bias:
             outputs = tf.nn.bias_add(outputs, self.b, data_format=data_format)
         return outputs

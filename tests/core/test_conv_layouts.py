@@ -252,3 +252,28 @@ def test_dilate_kernel_puts_zeros_between_the_taps():
     expected[::2, ::3] = np.arange(1.0, 7.0).reshape(2, 3)
     np.testing.assert_array_equal(conv.dilate_kernel(w, (2, 3))[..., 0, 0].numpy(), expected)
     assert conv.dilate_kernel(w, (1, 1)) is w
+
+
+@pytest.mark.parametrize(
+    "make,shape",
+    [
+        (lambda: core.Conv1D(4, 3), [0, 8, 6]),
+        (lambda: core.Conv2D(4, 3), [0, 8, 8, 6]),
+        (lambda: core.Conv2D(4, 3, stride=2, padding="VALID"), [0, 9, 9, 6]),
+        (lambda: core.Conv2D(4, 3, data_format="NCHW"), [0, 6, 8, 8]),
+        (lambda: core.Conv3D(4, 3), [0, 4, 4, 4, 6]),
+    ],
+)
+def test_an_empty_batch_gives_an_empty_output_of_the_output_shape(make, shape):
+    """TensorFlow 2.21's oneDNN convolutions return an empty batch unchanged (the input's
+    channels); ours give the output's shape with oneDNN on and off, eagerly and traced."""
+    conv = make()
+    one = conv(tf.ones([1, *shape[1:]]))
+    for call in (conv, tf.function(conv)):
+        assert call(tf.zeros(shape)).shape == [0, *one.shape[1:]]
+
+
+def test_a_conv_lstm_builds_and_steps_on_an_empty_batch():
+    lstm = core.Conv2DLSTM([8, 8, 6], 4, 5)
+    outputs, state = lstm(tf.zeros([0, 8, 8, 6]), lstm.initial_state(0))
+    assert outputs.shape == [0, 8, 8, 4] and state.cell.shape == [0, 8, 8, 4]
