@@ -35,11 +35,6 @@ def _called(node_def) -> list[str]:
     return names
 
 
-def _calls_functions(op: tf.Operation) -> bool:
-    """Whether `op` runs other graphs (a While loop's body, an If branch, a function call)."""
-    return bool(_called(op.node_def))
-
-
 # Ops that move, select or check data without arithmetic on it. Anything else in a
 # called body with a floating-point type attribute is work the profiler cannot count.
 _NO_ARITHMETIC = {

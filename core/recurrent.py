@@ -1262,8 +1262,8 @@ def dynamic_unroll(
     if tf.executing_eagerly():
         return _python_unroll(core, input_sequence, initial_state, lengths, num_steps)
     if _projects(core, input_sequence):
-        # With or without a tape: what it records for its gradient costs a forward pass
-        # little or nothing (see `_fast_recurrence`).
+        # With or without a tape: recording what its gradient needs costs a forward pass
+        # from nothing to 12 % (measured in `_fast_recurrence`'s docstring).
         projected = _project_sequence(core, input_sequence, initial_state)
         done = _finished(lengths, num_steps or tf.shape(input_sequence)[0])
         return _fast_recurrence(core, projected, initial_state, done, parallel_iterations, swap_memory)

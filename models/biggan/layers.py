@@ -4,8 +4,8 @@ Each holds its weight as a plain variable and a `core.SpectralNorm`, and uses
 `weight / sigma` (sigma: the power-iteration estimate of the weight's largest singular
 value; Miyato et al., 2018) wherever it would use the weight. Being linear in the
 weight, each computes that as its plain output divided by sigma, which never forms the
-normalised weight or its gradient (for BigGAN's large kernels at small batches, passes
-over the weights cost more than the products). A training call
+normalised weight or its gradient (`core.SpectralNorm.estimate` gives what that saves
+in BigGAN's train step at 128x128). A training call
 (`is_training=True`) advances the power iteration by one step and stores it; an
 inference call reuses the stored vector and changes nothing, as in BigGAN (Brock et al.,
 2019) and its reference code.

@@ -84,7 +84,7 @@ def test_a_branch_that_only_checks_integer_ids_keeps_the_count_complete():
         return tf.matmul(embed(ids), w)  # Embed checks the ids in a tf.cond that asserts
 
     graph = lookup.get_concrete_function(tf.constant([1, 2, 3])).graph
-    assert any(flops._calls_functions(op) for op in graph.get_operations())
+    assert any(flops._called(op.node_def) for op in graph.get_operations())
     count = flops.count_graph(graph)
     assert count.complete
     # The product, and the check's two comparisons of the ids' bounds outside the branch.
